@@ -1,0 +1,39 @@
+"""Kiln: capture PyTorch programs as typed graphs, optimize, save and run them.
+
+The public API mirrors ``torch.jit`` so that ``import kiln as jit`` serves most code written
+for TorchScript.  Submodules are imported on first use to keep ``import kiln`` cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kiln.errors import (InputError, IRError, IRParseError, KilnError, KilnRuntimeError,
+                         SchemaError, TracerWarning, TracingCheckError, TracingError)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "trace": "kiln.frontend.trace",
+    "trace_module": "kiln.frontend.trace",
+    "ScriptModule": "kiln.runtime.module",
+    "ScriptFunction": "kiln.runtime.module",
+    "Graph": "kiln.ir.graph",
+    "parse_graph": "kiln.ir.parser",
+    "verify": "kiln.ir.verify",
+}
+
+__all__ = [
+    "InputError", "IRError", "IRParseError", "KilnError", "KilnRuntimeError", "SchemaError",
+    "TracerWarning", "TracingCheckError", "TracingError", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kiln' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

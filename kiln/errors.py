@@ -1,0 +1,44 @@
+"""Kiln's one error hierarchy.
+
+Every rejection Kiln makes -- a bad call, a graph that fails verification, a trace that
+diverges from eager execution, malformed IR text -- is a :class:`KilnError` subclass, so a
+caller can catch one type.  Messages name the graph input, node or source line at fault.
+"""
+
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base class of every error Kiln raises on purpose."""
+
+
+class IRError(KilnError):
+    """A graph is malformed (raised by the verifier and by IR construction helpers)."""
+
+
+class IRParseError(IRError):
+    """IR text could not be parsed; the message names the line and column."""
+
+
+class SchemaError(KilnError):
+    """No operator overload matches a call, or an operator name is unknown."""
+
+
+class TracingError(KilnError):
+    """Tracing could not record a faithful graph for the given function or module."""
+
+
+class TracingCheckError(TracingError):
+    """``check_trace`` found that the traced graph disagrees with eager execution."""
+
+
+class InputError(KilnError, TypeError):
+    """A graph was called with the wrong number or kinds of inputs."""
+
+
+class KilnRuntimeError(KilnError, RuntimeError):
+    """A running graph failed a check it carries (a trace guard, a list length, a raise)."""
+
+
+class TracerWarning(UserWarning):
+    """A trace baked a value that may change between calls; the message names the user's line."""

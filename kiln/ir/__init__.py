@@ -1,0 +1,1 @@
+"""Kiln's IR: types, graphs, the operator registry, the builder, text form and verifier."""

@@ -1,0 +1,302 @@
+"""The one operator registry.
+
+Every node kind that is not structural (``prim::If``, ``prim::Loop`` ...) is an operator
+overload described by a :class:`Schema`.  ATen and other ``ns::op`` schemas are read from the
+dispatcher (``torch.ops.<ns>.<op>.<overload>._schema``) the first time an operator name is
+looked up; Kiln's own scalar/list operators are declared in :mod:`kiln.ir.prims` with the same
+schema syntax.
+
+An :class:`OpInfo` entry joins a schema to what the rest of Kiln needs to know about it:
+traits (pure, side effects, nondeterministic), how to run it (``impl``: the cheapest correct
+Python entry point), and -- for prims -- how to emit it as Python (``emit``).  Per-kind logic
+lives on these entries, not in ``if kind == ...`` chains in the drivers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from kiln.errors import SchemaError
+from kiln.ir.types import Type, parse_type
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    type: Type
+    default: Any = NO_DEFAULT
+    kwarg_only: bool = False
+    is_write: bool = False
+    fixed_size: Optional[int] = None   # N of a schema type such as int[2]
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NO_DEFAULT
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str                        # "aten::add"
+    overload: str                    # "Tensor", or "" for the default overload
+    arguments: tuple[Argument, ...]
+    returns: tuple[Argument, ...]
+    is_vararg: bool = False
+    is_varret: bool = False
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.name}.{self.overload}" if self.overload else self.name
+
+    @property
+    def namespace(self) -> str:
+        return self.name.split("::", 1)[0]
+
+    @property
+    def opname(self) -> str:
+        return self.name.split("::", 1)[1]
+
+    @property
+    def is_mutable(self) -> bool:
+        return any(a.is_write for a in self.arguments)
+
+    def __str__(self) -> str:
+        args: list[str] = []
+        star = False
+        for a in self.arguments:
+            if a.kwarg_only and not star:
+                args.append("*")
+                star = True
+            d = "" if not a.has_default else f"={a.default!r}"
+            args.append(f"{a.type.annotation()} {a.name}{d}")
+        rets = ", ".join(r.type.annotation() for r in self.returns)
+        return f"{self.qualified}({', '.join(args)}) -> ({rets})"
+
+
+@dataclass
+class OpInfo:
+    """What Kiln knows about one operator overload."""
+
+    schema: Schema
+    impl: Optional[Callable[..., Any]] = None     # runs the op; positional args in schema order
+    kw_names: tuple[str, ...] = ()                # trailing schema args passed by keyword to impl
+    side_effects: bool = False
+    nondeterministic: bool = False
+    binding_name: str = ""                        # how generated code refers to ``impl``
+    emit: Optional[Callable[..., str]] = None     # custom Python emission (prims)
+
+    @property
+    def pure(self) -> bool:
+        return not (self.side_effects or self.nondeterministic or self.schema.is_mutable)
+
+
+_NONDETERMINISTIC = {
+    "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
+    "bernoulli", "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_",
+    "geometric_", "log_normal_", "cauchy_", "random_", "poisson", "dropout", "dropout_",
+    "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout", "rrelu",
+    "rrelu_with_noise",
+}
+_SIDE_EFFECTS = {"prim::RaiseException", "prim::SetAttr", "prim::Print", "aten::warn",
+                 "prim::TraceGuard"}
+
+
+def schema_from_torch(s: Any) -> Schema:
+    """Convert a dispatcher ``FunctionSchema`` into Kiln's :class:`Schema`."""
+    def arg(a: Any) -> Argument:
+        default = a.default_value if a.has_default_value() else NO_DEFAULT
+        ali = a.alias_info
+        return Argument(a.name, parse_type(str(a.type)), default, bool(a.kwarg_only),
+                        bool(ali is not None and ali.is_write), getattr(a, "N", None))
+    return Schema(s.name, s.overload_name, tuple(arg(a) for a in s.arguments),
+                  tuple(arg(r) for r in s.returns), bool(getattr(s, "is_vararg", False)),
+                  bool(getattr(s, "is_varret", False)))
+
+
+def parse_schema(text: str) -> Schema:
+    """Parse a schema written as ``ns::name.overload(Type arg=default, *, ...) -> Ret``."""
+    head, _, rest = text.partition("(")
+    close = _matching_paren(rest)
+    body, ret = rest[:close], rest[close + 1:]
+    name, _, overload = head.strip().partition(".")
+    args: list[Argument] = []
+    kw_only = False
+    for part in _split_top(body):
+        if part == "*":
+            kw_only = True
+            continue
+        if part == "...":
+            return Schema(name, overload, tuple(args), _parse_returns(ret), is_vararg=True,
+                          is_varret=ret.strip().endswith("..."))
+        decl, _, default = part.partition("=")
+        tname, _, aname = decl.strip().rpartition(" ")
+        d: Any = NO_DEFAULT if not default else _literal(default.strip())
+        args.append(Argument(aname, parse_type(tname), d, kw_only))
+    return Schema(name, overload, tuple(args), _parse_returns(ret),
+                  is_varret=ret.strip().endswith("..."))
+
+
+def _matching_paren(s: str) -> int:
+    depth = 1
+    for i, ch in enumerate(s):
+        depth += 1 if ch in "([" else (-1 if ch in ")]" else 0)
+        if depth == 0:
+            return i
+    raise SchemaError(f"unbalanced parentheses in schema {s!r}")
+
+
+def _parse_returns(ret: str) -> tuple[Argument, ...]:
+    ret = ret.strip().removeprefix("->").strip()
+    if ret == "...":
+        return ()
+    if ret.startswith("(") and ret.endswith(")"):
+        ret = ret[1:-1]
+    return tuple(Argument("", parse_type(r.strip())) for r in _split_top(ret))
+
+
+def _split_top(s: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        depth += 1 if ch in "([" else (-1 if ch in ")]" else 0)
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+def _literal(s: str) -> Any:
+    table = {"None": None, "True": True, "False": False}
+    if s in table:
+        return table[s]
+    for conv in (int, float):
+        try:
+            return conv(s)
+        except ValueError:
+            pass
+    if s.startswith("[") and s.endswith("]"):
+        return [_literal(x) for x in _split_top(s[1:-1])]
+    return s.strip("\"'")
+
+
+class Registry:
+    """Operator overloads by qualified name, loaded from the dispatcher on first use."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, list[OpInfo]] = {}
+        self._by_qualified: dict[str, OpInfo] = {}
+        self._loaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    def register(self, info: OpInfo) -> OpInfo:
+        with self._lock:
+            self._by_qualified[info.schema.qualified] = info
+            self._by_name.setdefault(info.schema.name, []).append(info)
+        return info
+
+    def overloads(self, name: str) -> list[OpInfo]:
+        """All overloads of ``ns::op`` (dispatcher ones loaded lazily); [] when unknown."""
+        if name not in self._loaded:
+            self._loaded.add(name)
+            self._load(name)
+        return self._by_name.get(name, [])
+
+    def get(self, qualified: str) -> OpInfo:
+        info = self._by_qualified.get(qualified)
+        if info is None:
+            self.overloads(qualified.split(".", 1)[0] if "." in qualified.split("::", 1)[-1] else qualified)
+            info = self._by_qualified.get(qualified)
+        if info is None:
+            raise SchemaError(f"unknown operator {qualified!r}")
+        return info
+
+    def _load(self, name: str) -> None:
+        ns, _, op = name.partition("::")
+        try:
+            packet = getattr(getattr(torch.ops, ns), op)
+            overloads = packet.overloads()
+        except (AttributeError, RuntimeError):
+            self._by_name.setdefault(name, [])
+            return
+        dispatcher_ops = _dispatcher_op_names()
+        for ov in overloads:
+            qual = name if ov == "default" else f"{name}.{ov}"
+            if qual in self._by_qualified:
+                continue
+            schema = schema_from_torch(getattr(packet, ov)._schema)
+            if schema.overload.endswith("out") or any(a.name == "out" for a in schema.arguments):
+                continue  # out= overloads are never chosen by Kiln
+            if qual not in dispatcher_ops and ns in ("aten", "prim"):
+                continue  # a JIT-only builtin Kiln does not implement (prims declares its own)
+            self.register(_dispatcher_info(schema, getattr(packet, ov)))
+        self._by_name.setdefault(name, [])
+
+
+_DISPATCHER_NAMES: set[str] = set()
+
+
+def _dispatcher_op_names() -> set[str]:
+    """Qualified names the dispatcher knows (as opposed to JIT-only builtins); read once."""
+    if not _DISPATCHER_NAMES:
+        _DISPATCHER_NAMES.update(torch._C._dispatch_get_all_op_names())
+    return _DISPATCHER_NAMES
+
+
+def _dispatcher_info(schema: Schema, overload: Any) -> OpInfo:
+    impl, kw, binding = _fast_binding(schema)
+    if impl is None:
+        impl, kw, binding = overload, tuple(a.name for a in schema.arguments if a.kwarg_only), \
+            f"torch.ops.{schema.namespace}.{schema.opname}.{schema.overload or 'default'}"
+    return OpInfo(schema, impl, kw, side_effects=schema.qualified in _SIDE_EFFECTS,
+                  nondeterministic=schema.opname in _NONDETERMINISTIC, binding_name=binding)
+
+
+_BINDING_MODULES: tuple[tuple[str, Any, str], ...] = (
+    ("torch", torch._C._VariableFunctions, ""),
+    ("torch._C._nn", torch._C._nn, ""),
+    ("torch._C._linalg", torch._C._linalg, "linalg_"),
+    ("torch._C._special", torch._C._special, "special_"),
+    ("torch._C._fft", torch._C._fft, "fft_"),
+)
+
+
+def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
+    """The Python binding that parses arguments fastest for an ``aten::`` overload.
+
+    Positional schema arguments are passed positionally and keyword-only ones by name; the
+    binding's own argument parser picks the same overload because the argument kinds match.
+    """
+    if schema.namespace != "aten" or schema.is_vararg:
+        return None, (), ""
+    op = schema.opname
+    kw = tuple(a.name for a in schema.arguments if a.kwarg_only)
+    for modname, mod, prefix in _BINDING_MODULES:
+        if prefix and not op.startswith(prefix):
+            continue
+        fn = getattr(mod, op, None)
+        if callable(fn) and type(fn).__name__ == "builtin_function_or_method":
+            return fn, kw, f"{modname}.{op}"
+    meth = getattr(torch._C.TensorBase, op, None)
+    if meth is not None and schema.arguments and schema.arguments[0].name == "self" \
+            and schema.arguments[0].type == parse_type("Tensor"):
+        return meth, kw, f"torch._C.TensorBase.{op}"
+    return None, (), ""
+
+
+registry = Registry()
+

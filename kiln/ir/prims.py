@@ -176,3 +176,7 @@ prim("aten::neg.int(int a) -> int", operator.neg, lambda n, a: f"(-{a[0]})")
 prim("aten::neg.float(float a) -> float", operator.neg, lambda n, a: f"(-{a[0]})")
 prim("aten::__not__(bool self) -> bool", operator.not_, lambda n, a: f"(not {a[0]})")
 prim("aten::sqrt.int(int a) -> float", math.sqrt, lambda n, a: f"math.sqrt({a[0]})")
+prim("aten::__getitem__.Dict_str(Dict(str, Any) self, str key) -> Any", operator.getitem,
+     lambda n, a: f"{a[0]}[{a[1]}]")
+prim("aten::__getitem__.Dict_int(Dict(int, Any) self, int key) -> Any", operator.getitem,
+     lambda n, a: f"{a[0]}[{a[1]}]")

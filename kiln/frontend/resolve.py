@@ -1,0 +1,268 @@
+"""Resolve a torch API call to one operator overload.
+
+Shared by every frontend.  Given the Python callable the user called (``torch.add``,
+``Tensor.__add__``, ``torch._C._nn.linear`` ...) and its arguments, :func:`resolve_call`
+finds the ``aten::`` operator it stands for and the overload whose schema accepts the
+arguments, and returns the arguments bound to that schema (defaults filled in).
+
+Python-level torch functions (``torch.nn.functional.relu``, ``Tensor.split`` ...) are not
+operators: :func:`unchecked` gives a copy of such a function that skips its own
+``__torch_function__`` check, so a frontend can run its body and see the operators it calls.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from kiln.ir import prims as _prims  # noqa: F401  (registers Kiln's own operators)
+from kiln.ir.ops import OpInfo, registry
+from kiln.ir.types import (AnyType, BoolType, ComplexType, DeviceType, DictType, DtypeType,
+                           FloatType, GeneratorType, IntType, LayoutType, ListType,
+                           MemoryFormatType, NoneType, NumberType, OptionalType, StrType,
+                           TensorType, TupleType, Type)
+
+# Python operator methods and the ATen operator they call.  ``swap`` marks reflected forms.
+_DUNDER: dict[str, tuple[str, bool]] = {
+    "__add__": ("add", False), "__radd__": ("add", True), "__iadd__": ("add_", False),
+    "__sub__": ("sub", False), "__isub__": ("sub_", False),
+    "__mul__": ("mul", False), "__rmul__": ("mul", True), "__imul__": ("mul_", False),
+    "__truediv__": ("div", False), "__itruediv__": ("div_", False),
+    "__floordiv__": ("floor_divide", False), "__mod__": ("remainder", False),
+    "__pow__": ("pow", False), "__rpow__": ("pow", True), "__ipow__": ("pow_", False),
+    "__matmul__": ("matmul", False), "__rmatmul__": ("matmul", True),
+    "__neg__": ("neg", False), "__abs__": ("abs", False), "__invert__": ("bitwise_not", False),
+    "__and__": ("bitwise_and", False), "__or__": ("bitwise_or", False),
+    "__xor__": ("bitwise_xor", False), "__rand__": ("bitwise_and", True),
+    "__ror__": ("bitwise_or", True), "__rxor__": ("bitwise_xor", True),
+    "__iand__": ("bitwise_and_", False), "__ior__": ("bitwise_or_", False),
+    "__lshift__": ("__lshift__", False), "__rshift__": ("__rshift__", False),
+    "__eq__": ("eq", False), "__ne__": ("ne", False), "__lt__": ("lt", False),
+    "__le__": ("le", False), "__gt__": ("gt", False), "__ge__": ("ge", False),
+}
+
+# Tensor methods that are spelled differently as operators: name -> (op, extra kwargs).
+_METHOD_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "float": ("to", {"dtype": torch.float32}), "double": ("to", {"dtype": torch.float64}),
+    "half": ("to", {"dtype": torch.float16}), "bfloat16": ("to", {"dtype": torch.bfloat16}),
+    "long": ("to", {"dtype": torch.int64}), "int": ("to", {"dtype": torch.int32}),
+    "short": ("to", {"dtype": torch.int16}), "char": ("to", {"dtype": torch.int8}),
+    "byte": ("to", {"dtype": torch.uint8}), "bool": ("to", {"dtype": torch.bool}),
+    "ndimension": ("dim", {}), "nelement": ("numel", {}),
+    "cpu": ("to", {"device": torch.device("cpu")}), "cuda": ("to", {"device": torch.device("cuda")}),
+}
+
+
+@dataclass
+class Resolved:
+    """A call bound to one overload: ``args`` holds one Python value per schema argument."""
+
+    op: OpInfo
+    args: list[Any]
+
+
+def operator_name(func: Callable[..., Any]) -> Optional[tuple[str, bool]]:
+    """The ``aten::`` name a builtin torch callable stands for, and whether args are swapped."""
+    name = getattr(func, "__name__", None)
+    if name is None:
+        return None
+    if name in _DUNDER:
+        op, swap = _DUNDER[name]
+        return f"aten::{op}", swap
+    if isinstance(func, types.FunctionType):
+        return None  # Python-level: run its body (see `unchecked`)
+    return f"aten::{name}", False
+
+
+def method_alias(func: Callable[..., Any]) -> Optional[tuple[str, dict[str, Any]]]:
+    name = getattr(func, "__name__", "")
+    owner = getattr(func, "__objclass__", None)
+    if owner is not None and issubclass(torch.Tensor, owner) and name in _METHOD_ALIASES:
+        return _METHOD_ALIASES[name]
+    return None
+
+
+def resolve_call(name: str, args: Sequence[Any], kwargs: dict[str, Any],
+                 is_traced_int: Callable[[Any], bool]) -> Optional[Resolved]:
+    """Bind a call to the first overload of ``name`` that accepts it, or None.
+
+    Overloads are tried strictly first (a Python number never stands for a Tensor), then
+    leniently (numbers for floats, strings for devices), as PyTorch's argument parser does."""
+    overloads = [o for o in registry.overloads(name) if not o.schema.is_vararg]
+    if name == "aten::to":
+        args = _to_device_args(args)
+    for lenient in (False, True):
+        for op in _ordered(overloads):
+            bound = _bind(op, args, kwargs, lenient, is_traced_int)
+            if bound is not None:
+                return Resolved(op, bound)
+    return None
+
+
+def _to_device_args(args: Sequence[Any]) -> Sequence[Any]:
+    """``x.to(device)`` means ``aten::to.device(x, device, x.dtype)``: the binding fills the dtype."""
+    if len(args) >= 2 and isinstance(args[1], (torch.device, str)) and isinstance(args[0], torch.Tensor) \
+            and (len(args) < 3 or not isinstance(args[2], torch.dtype)):
+        return (args[0], args[1], args[0].dtype, *args[2:])
+    return args
+
+
+def _ordered(ops: list[OpInfo]) -> list[OpInfo]:
+    # Prefer the default and Tensor overloads over scalar-only (`int`, `float`) ones.
+    def rank(o: OpInfo) -> int:
+        first = o.schema.arguments[0].type if o.schema.arguments else AnyType
+        return 0 if isinstance(first, TensorType) else 1
+    return sorted(ops, key=rank)
+
+
+def _bind(op: OpInfo, args: Sequence[Any], kwargs: dict[str, Any], lenient: bool,
+          is_int: Callable[[Any], bool]) -> Optional[list[Any]]:
+    params = op.schema.arguments
+    positional = [p for p in params if not p.kwarg_only]
+    args = _pack_varargs(positional, list(args))
+    if len(args) > len(positional):
+        return None
+    values: dict[str, Any] = {p.name: a for p, a in zip(positional, args)}
+    for key, v in kwargs.items():
+        key = _kwarg_name(key, params)
+        if key is None or key in values:
+            return None
+        values[key] = v
+    bound: list[Any] = []
+    for p in params:
+        if p.name in values:
+            v = values[p.name]
+        elif p.has_default:
+            v = p.default
+        else:
+            return None
+        if not accepts(p.type, v, lenient, is_int, p.fixed_size):
+            return None
+        bound.append(_coerce(p.type, v, p.fixed_size))
+    return bound
+
+
+def _kwarg_name(key: str, params: Sequence[Any]) -> Optional[str]:
+    names = {p.name for p in params}
+    if key in names:
+        return key
+    if key == "input" and params and params[0].name == "self":
+        return "self"
+    return None
+
+
+def _pack_varargs(positional: Sequence[Any], args: list[Any]) -> list[Any]:
+    """``x.view(2, 3)`` means ``view(x, [2, 3])``: pack trailing ints into an int list."""
+    for i, p in enumerate(positional):
+        if p.type == ListType(IntType) and i < len(args) and len(args) > i + 1 and \
+                i == len(positional) - 1 - _trailing_defaults(positional[i + 1:]):
+            if all(isinstance(a, int) and not isinstance(a, bool) for a in args[i:]):
+                return args[:i] + [list(args[i:])]
+    if len(positional) >= 1 and positional[0].type == ListType(IntType) and len(args) > 1 and \
+            all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+        return [list(args)]
+    return args
+
+
+def _trailing_defaults(params: Sequence[Any]) -> int:
+    return sum(1 for p in params if p.has_default)
+
+
+def _coerce(t: Type, v: Any, fixed: Optional[int]) -> Any:
+    if isinstance(v, torch.Size):
+        return list(v)
+    if fixed is not None and isinstance(v, int) and _list_elem(t) == IntType:
+        return [v] * fixed if fixed > 1 else [v]
+    if t == DeviceType and isinstance(v, str):
+        return torch.device(v)
+    if isinstance(t, OptionalType) and t.elem == DeviceType and isinstance(v, str):
+        return torch.device(v)
+    return v
+
+
+def _list_elem(t: Type) -> Optional[Type]:
+    if isinstance(t, OptionalType):
+        t = t.elem
+    return t.elem if isinstance(t, ListType) else None
+
+
+_PY_SIMPLE: dict[Type, tuple[type, ...]] = {
+    StrType: (str,), DtypeType: (torch.dtype,), LayoutType: (torch.layout,),
+    MemoryFormatType: (torch.memory_format,), GeneratorType: (torch.Generator,),
+    ComplexType: (complex,),
+}
+
+
+def accepts(t: Type, v: Any, lenient: bool, is_int: Callable[[Any], bool],
+            fixed: Optional[int] = None) -> bool:
+    """Whether Python value ``v`` may be passed for a schema argument of type ``t``."""
+    if isinstance(t, OptionalType):
+        return v is None or accepts(t.elem, v, lenient, is_int, fixed)
+    if isinstance(t, TensorType):
+        return isinstance(v, torch.Tensor)
+    if t in (IntType, FloatType, BoolType, NumberType):
+        return _accepts_number(t, v, lenient)
+    if t == DeviceType:
+        return isinstance(v, torch.device) or (lenient and isinstance(v, str))
+    if t in _PY_SIMPLE:
+        return isinstance(v, _PY_SIMPLE[t])
+    if isinstance(t, ListType):
+        if fixed is not None and isinstance(v, int) and not isinstance(v, bool):
+            return t.elem == IntType
+        return isinstance(v, (list, tuple)) and all(accepts(t.elem, x, lenient, is_int) for x in v)
+    if isinstance(t, TupleType):
+        return isinstance(v, tuple) and len(v) == len(t.elems) and all(
+            accepts(e, x, lenient, is_int) for e, x in zip(t.elems, v))
+    if isinstance(t, DictType):
+        return isinstance(v, dict)
+    if t == NoneType:
+        return v is None
+    return t == AnyType
+
+
+def _accepts_number(t: Type, v: Any, lenient: bool) -> bool:
+    if isinstance(v, bool):
+        return t in (BoolType, NumberType) or (lenient and t == IntType)
+    if isinstance(v, int):
+        return t in (IntType, NumberType) or (lenient and t == FloatType)
+    if isinstance(v, float):
+        return t in (FloatType, NumberType)
+    if isinstance(v, complex):
+        return t == NumberType
+    return False
+
+
+_UNCHECKED: dict[Callable[..., Any], Callable[..., Any]] = {}
+_NO_CHECK_NAMES = ("has_torch_function", "has_torch_function_unary", "has_torch_function_variadic")
+
+
+def _never(*args: Any) -> bool:
+    return False
+
+
+def unchecked(func: Callable[..., Any]) -> Optional[Callable[..., Any]]:
+    """A copy of a Python-level torch function whose ``__torch_function__`` check is off.
+
+    Such functions start with ``if has_torch_function(...): return handle_torch_function(...)``;
+    under a torch function mode that check always fires, so running the original would only
+    come back to the mode.  The copy shares code, defaults and closure but sees globals in
+    which the check answers False, so its body runs and calls the operators beneath it.
+    Returns None when ``func`` is not such a function.
+    """
+    cached = _UNCHECKED.get(func)
+    if cached is not None:
+        return cached
+    if not isinstance(func, types.FunctionType):
+        return None
+    if not any(n in func.__code__.co_names for n in _NO_CHECK_NAMES):
+        return None
+    env = dict(func.__globals__)
+    env.update({n: _never for n in _NO_CHECK_NAMES})
+    copy = types.FunctionType(func.__code__, env, func.__name__, func.__defaults__, func.__closure__)
+    copy.__kwdefaults__ = func.__kwdefaults__
+    _UNCHECKED[func] = copy
+    return copy

@@ -249,20 +249,44 @@ def unchecked(func: Callable[..., Any]) -> Optional[Callable[..., Any]]:
 
     Such functions start with ``if has_torch_function(...): return handle_torch_function(...)``;
     under a torch function mode that check always fires, so running the original would only
-    come back to the mode.  The copy shares code, defaults and closure but sees globals in
-    which the check answers False, so its body runs and calls the operators beneath it.
-    Returns None when ``func`` is not such a function.
+    come back to the mode.  The copy shares code and defaults but sees globals in which the
+    check answers False, so its body runs and calls the operators beneath it.  Dispatchers
+    that pick between such functions through a closure (``F.max_pool2d``) get copies of the
+    functions in their closure.  Returns None when ``func`` is neither kind.
     """
     cached = _UNCHECKED.get(func)
     if cached is not None:
         return cached
     if not isinstance(func, types.FunctionType):
         return None
-    if not any(n in func.__code__.co_names for n in _NO_CHECK_NAMES):
+    checks = _has_check(func)
+    closure = func.__closure__
+    if closure is not None:
+        swapped = tuple(_unchecked_cell(c, func) for c in closure)
+        if any(a is not b for a, b in zip(swapped, closure)):
+            closure = swapped
+    if not checks and closure is func.__closure__:
         return None
-    env = dict(func.__globals__)
-    env.update({n: _never for n in _NO_CHECK_NAMES})
-    copy = types.FunctionType(func.__code__, env, func.__name__, func.__defaults__, func.__closure__)
+    env = func.__globals__
+    if checks:
+        env = dict(env)
+        env.update({n: _never for n in _NO_CHECK_NAMES})
+    copy = types.FunctionType(func.__code__, env, func.__name__, func.__defaults__, closure)
     copy.__kwdefaults__ = func.__kwdefaults__
     _UNCHECKED[func] = copy
     return copy
+
+
+def _has_check(func: types.FunctionType) -> bool:
+    return any(n in func.__code__.co_names for n in _NO_CHECK_NAMES)
+
+
+def _unchecked_cell(cell: Any, owner: Callable[..., Any]) -> Any:
+    try:
+        inner = cell.cell_contents
+    except ValueError:  # an empty cell
+        return cell
+    if inner is owner or not isinstance(inner, types.FunctionType) or not _has_check(inner):
+        return cell
+    copy = unchecked(inner)
+    return cell if copy is None else types.CellType(copy)

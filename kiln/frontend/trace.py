@@ -76,7 +76,7 @@ class _Session:
         graph = Graph()
         self_value = graph.add_input(self_type, "self") if self_type is not None else None
         frame = Frame(graph, self.root if self_type is not None else None, self_value, None)
-        inputs = _bind_inputs(fn, args, kwargs)
+        inputs = [(n, _as_traced_number(v)) for n, v in _bind_inputs(fn, args, kwargs)]
         with self.tracer.in_frame(frame):
             for name, obj in inputs:
                 bind_structure(self.tracer, obj, graph.add_input(structure_type(obj), name))
@@ -157,6 +157,17 @@ def _bind_inputs(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
         else:
             out.append((name, value))
     return out
+
+
+def _as_traced_number(obj: Any) -> Any:
+    """Python numbers given as inputs stay inputs: they become traced numbers."""
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        return TracedInt(obj)
+    if isinstance(obj, float):
+        return TracedFloat(obj)
+    return obj
 
 
 def _is_traced(frame: Frame, obj: Any) -> bool:

@@ -74,6 +74,7 @@ def warn_at_user(message: str) -> None:
     if f is None:
         warnings.warn(message, TracerWarning, stacklevel=3)
     else:
+        message = f"{f.f_code.co_filename}:{f.f_lineno}: {message}"
         warnings.warn_explicit(message, TracerWarning, f.f_code.co_filename, f.f_lineno,
                                module=f.f_globals.get("__name__"))
 
@@ -176,6 +177,9 @@ class Tracer(TorchFunctionMode):
         if alias is not None:
             return self.call_op(f"aten::{alias[0]}", args, {**kwargs, **alias[1]}, func=None)
         named = operator_name(func)
+        if named is None and func in self._expanding:
+            # The body called the builtin under the same public name (``super().unflatten``).
+            named = (f"aten::{func.__name__}", False)
         if named is None:
             return self._expand(func, args, kwargs)
         name, swap = named
@@ -186,7 +190,7 @@ class Tracer(TorchFunctionMode):
     def _expand(self, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """Run a Python-level torch function's body with recording on."""
         body = unchecked(func)
-        if body is None or func in self._expanding:
+        if body is None:
             raise TracingError(f"kiln.trace cannot record {getattr(func, '__qualname__', func)}: "
                                f"it is not an operator and has no traceable body ({_where()})")
         self._expanding.append(func)

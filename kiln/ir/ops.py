@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 
 from kiln.errors import SchemaError
-from kiln.ir.types import Type, parse_type
+from kiln.ir.types import DtypeType, LayoutType, MemoryFormatType, OptionalType, Type, parse_type
 
 
 class _NoDefault:
@@ -116,13 +116,37 @@ _SIDE_EFFECTS = {"prim::RaiseException", "prim::SetAttr", "prim::Print", "aten::
 def schema_from_torch(s: Any) -> Schema:
     """Convert a dispatcher ``FunctionSchema`` into Kiln's :class:`Schema`."""
     def arg(a: Any) -> Argument:
-        default = a.default_value if a.has_default_value() else NO_DEFAULT
+        t = parse_type(str(getattr(a, "real_type", a.type)))
+        default = _enum_default(t, a.default_value) if a.has_default_value() else NO_DEFAULT
         ali = a.alias_info
-        return Argument(a.name, parse_type(str(a.type)), default, bool(a.kwarg_only),
+        return Argument(a.name, t, default, bool(a.kwarg_only),
                         bool(ali is not None and ali.is_write), getattr(a, "N", None))
     return Schema(s.name, s.overload_name, tuple(arg(a) for a in s.arguments),
                   tuple(arg(r) for r in s.returns), bool(getattr(s, "is_vararg", False)),
                   bool(getattr(s, "is_varret", False)))
+
+
+# The dispatcher gives enum defaults as their integer codes (c10's ScalarType, Layout and
+# MemoryFormat numbering); Python bindings want the torch objects.
+_MEMORY_FORMATS = (torch.contiguous_format, torch.preserve_format, torch.channels_last,
+                   torch.channels_last_3d)
+_LAYOUTS = (torch.strided, torch.sparse_coo)
+_SCALAR_TYPES = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64,
+                 5: torch.float16, 6: torch.float32, 7: torch.float64, 9: torch.complex64,
+                 10: torch.complex128, 11: torch.bool, 15: torch.bfloat16}
+
+
+def _enum_default(t: Type, value: Any) -> Any:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return value
+    base = t.elem if isinstance(t, OptionalType) else t
+    if base == MemoryFormatType and 0 <= value < len(_MEMORY_FORMATS):
+        return _MEMORY_FORMATS[value]
+    if base == LayoutType and 0 <= value < len(_LAYOUTS):
+        return _LAYOUTS[value]
+    if base == DtypeType and value in _SCALAR_TYPES:
+        return _SCALAR_TYPES[value]
+    return value
 
 
 def parse_schema(text: str) -> Schema:
@@ -239,7 +263,8 @@ class Registry:
             if qual in self._by_qualified:
                 continue
             schema = schema_from_torch(getattr(packet, ov)._schema)
-            if schema.overload.endswith("out") or any(a.name == "out" for a in schema.arguments):
+            if schema.overload == "out" or schema.overload.endswith("_out") or \
+                    any(a.name == "out" for a in schema.arguments):
                 continue  # out= overloads are never chosen by Kiln
             if qual not in dispatcher_ops and ns in ("aten", "prim"):
                 continue  # a JIT-only builtin Kiln does not implement (prims declares its own)
@@ -284,7 +309,10 @@ def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
     if schema.namespace != "aten" or schema.is_vararg:
         return None, (), ""
     op = schema.opname
-    kw = tuple(a.name for a in schema.arguments if a.kwarg_only)
+    # Python bindings take `alpha` by keyword even where a schema lists it positionally
+    # (aten::add_.Scalar); passed positionally it would select a deprecated signature.
+    kw = tuple(a.name for a in schema.arguments if a.kwarg_only or
+               (a.name == "alpha" and a is schema.arguments[-1]))
     for modname, mod, prefix in _BINDING_MODULES:
         if prefix and not op.startswith(prefix):
             continue

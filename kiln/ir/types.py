@@ -62,6 +62,16 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
     torch.complex32: "ComplexHalf",
 }
+# The rarer dtypes, by their c10 names: without a name a dtype prints as ``Tensor(...)`` and
+# is lost (or changes the text) when the type is parsed back.
+for _attr, _cname in (("uint16", "UInt16"), ("uint32", "UInt32"), ("uint64", "UInt64"),
+                      ("float8_e5m2", "Float8_e5m2"), ("float8_e4m3fn", "Float8_e4m3fn"),
+                      ("float8_e5m2fnuz", "Float8_e5m2fnuz"), ("float8_e4m3fnuz", "Float8_e4m3fnuz"),
+                      ("float8_e8m0fnu", "Float8_e8m0fnu"), ("float4_e2m1fn_x2", "Float4_e2m1fn_x2"),
+                      ("qint8", "QInt8"), ("quint8", "QUInt8"), ("qint32", "QInt32"),
+                      ("quint4x2", "QUInt4x2"), ("quint2x4", "QUInt2x4")):
+    if isinstance(getattr(torch, _attr, None), torch.dtype):
+        _DTYPE_NAMES[getattr(torch, _attr)] = _cname
 _DTYPE_BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()}
 
 

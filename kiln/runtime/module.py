@@ -1,0 +1,398 @@
+"""Kiln's callable objects: :class:`ScriptFunction`, :class:`ScriptModule` and their methods.
+
+A :class:`ScriptModule` is a real ``torch.nn.Module``: the tracer (or the archive loader)
+builds it by registering the original parameters and buffers, adding submodules, setting
+plain attributes and defining methods as graphs whose input 0 is ``self``.  Everything
+``nn.Module`` offers -- ``parameters()``, ``state_dict()``, ``train()``/``eval()``, ``to()``,
+hooks -- keeps working because it *is* an ``nn.Module``.
+
+Running a method
+    Each method runs its *inlined* graph: calls to submodules' methods (reached through
+    ``prim::GetAttr`` chains from ``self``) are replaced by their bodies, dead code is removed,
+    and the result is compiled by :func:`~kiln.runtime.codegen.compile_graph` for this
+    instance (so attribute reads go straight to the module dicts).  Compilation is lazy,
+    happens once per instance and method (a lock with a double check makes concurrent first
+    calls compile exactly once), and is undone whenever the structure it relied on changes:
+    a method (re)defined, a submodule replaced, a member changing kind, constants converted
+    by ``to()``.  Such changes are rare, so they simply drop *all* compiled code (every
+    module that compiled is in a weak set) and the next call recompiles.
+
+The call fast path
+    ``module(x)`` skips ``nn.Module.__call__``'s machinery when no hooks are registered (on
+    the module or globally) and calls the generated function directly; with hooks, it defers
+    to ``nn.Module.__call__``, which calls ``self.forward`` -- the same compiled method.
+
+Devices and dtypes
+    ``_apply`` (behind ``to()``, ``cuda()``, ``double()``...) converts tensor constants baked
+    into the method graphs with the same function ``nn.Module`` applies to parameters, so a
+    device move carries the constants along and a dtype cast changes floating ones only.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Optional
+
+import torch
+import torch.nn.modules.module as _nn_module
+
+from kiln.errors import KilnRuntimeError
+from kiln.ir.graph import Graph, Node
+from kiln.ir.types import TensorType
+from kiln.passes.dce import eliminate_dead_code
+from kiln.passes.inline import inline_calls
+from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
+
+# One lock for all compilation: compiles are rare, and a plain lock per object would make
+# modules impossible to deepcopy.  Reentrant, as compiling a module never calls user code but
+# may look at other modules.
+_compile_lock = threading.RLock()
+_compiled_modules: weakref.WeakSet[ScriptModule] = weakref.WeakSet()
+
+# nn.Module's process-wide hook tables (mutated in place by torch, never rebound).
+_GLOBAL_HOOKS = (_nn_module._global_forward_hooks, _nn_module._global_forward_pre_hooks,
+                 _nn_module._global_backward_hooks, _nn_module._global_backward_pre_hooks)
+_nn_call = torch.nn.Module.__call__   # hooks and all
+
+
+def invalidate_compiled() -> None:
+    """Drop every module's compiled code; each recompiles on its next call."""
+    with _compile_lock:
+        for m in list(_compiled_modules):
+            m._kiln_reset()
+        _compiled_modules.clear()
+
+
+def _graph_to_code(graph: Graph, name: str) -> str:
+    from kiln.ir.pycode import graph_to_code  # lazily: the code view is optional at run time
+    return graph_to_code(graph, name)
+
+
+class ScriptFunction:
+    """A free function held as a graph; calling it runs the graph's generated code."""
+
+    def __init__(self, name: str, graph: Graph) -> None:
+        self.name = name
+        self.graph = graph
+        self._compiled: Optional[CompiledFunction] = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        cf = self._compiled or self._compile()
+        if kwargs:
+            args = cf.bind(args, kwargs)
+        try:
+            return cf.fn(*args)
+        except TypeError as e:
+            if failed_at_call(e):
+                raise cf.arity_error(len(args)) from None
+            raise
+
+    def _compile(self) -> CompiledFunction:
+        with _compile_lock:
+            if self._compiled is None:
+                self._compiled = compile_graph(self.graph, self.name, self_arg=False)
+            return self._compiled
+
+    @property
+    def inlined_graph(self) -> Graph:
+        """A copy of the graph (a free function has no method calls to inline)."""
+        return self.graph.copy()
+
+    @property
+    def code(self) -> str:
+        return _graph_to_code(self.graph, self.name)
+
+    @property
+    def source(self) -> str:
+        """The generated Python source that runs this function (for debugging)."""
+        return (self._compiled or self._compile()).source
+
+    def __repr__(self) -> str:
+        return f"<kiln.ScriptFunction {self.name!r}>"
+
+
+class ScriptMethod:
+    """A method of a :class:`ScriptModule`, bound to its instance."""
+
+    __slots__ = ("owner", "name", "fn")
+
+    def __init__(self, owner: ScriptModule, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.fn: Optional[Callable[..., Any]] = None   # the compiled code, once there is some
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self.fn
+        if fn is None or kwargs:
+            return self.owner._kiln_call(self.name, args, kwargs)
+        try:
+            return fn(self.owner, *args)
+        except TypeError as e:
+            if failed_at_call(e):
+                raise self.owner._kiln_entry(self.name).arity_error(len(args) + 1) from None
+            raise
+
+    @property
+    def graph(self) -> Graph:
+        return self.owner._kiln_graphs[self.name]
+
+    @property
+    def inlined_graph(self) -> Graph:
+        return self.owner._kiln_inline(self.name)
+
+    @property
+    def code(self) -> str:
+        return _graph_to_code(self.graph, self.name)
+
+    @property
+    def source(self) -> str:
+        """The generated Python source this method runs (for debugging)."""
+        return self.owner._kiln_entry(self.name).source
+
+    def __repr__(self) -> str:
+        return f"<kiln.ScriptMethod {self.owner.original_name}.{self.name}>"
+
+
+_SLOTS = ("_parameters", "_buffers", "_modules")
+
+
+def _pinned(module: Any) -> bool:
+    """Modules whose structure compiled code may rely on: Kiln's, which watch it."""
+    return isinstance(module, ScriptModule)
+
+
+def _slot_of(module: torch.nn.Module, name: str) -> str:
+    """Where ``name`` lives on ``module``: one of ``_SLOTS``, or ``"attr"``."""
+    for slot in _SLOTS:
+        table = module.__dict__.get(slot)
+        if table is not None and name in table:
+            return slot
+    return "attr"
+
+
+class ScriptModule(torch.nn.Module):
+    """An ``nn.Module`` whose methods are graphs (see the module docstring)."""
+
+    def __init__(self, qualname: str, original_name: str) -> None:
+        super().__init__()
+        state = self.__dict__   # bypass __setattr__: these are not module members
+        state["_kiln_qualname"] = qualname
+        state["_kiln_original_name"] = original_name
+        state["_kiln_graphs"] = {}          # method name -> Graph (input 0 is self)
+        state["_kiln_attributes"] = []      # names given by _kiln_set_attribute, in order
+        state["_kiln_compiled"] = {}        # method name -> CompiledFunction for this instance
+        state["_kiln_forward"] = None       # forward's generated function, for __call__
+
+    # -- construction (used by the tracer and the loader) ------------------------------------
+    def _kiln_define_method(self, name: str, graph: Graph) -> None:
+        """Define (or redefine) method ``name``; ``graph``'s input 0 is ``self``."""
+        self._kiln_graphs[name] = graph
+        self.__dict__[name] = ScriptMethod(self, name)
+        invalidate_compiled()
+
+    def _kiln_set_attribute(self, name: str, value: Any) -> None:
+        """Set a plain attribute (int, float, str, bool, tuple, ...) that methods may read."""
+        setattr(self, name, value)
+        if name not in self._kiln_attributes:
+            self._kiln_attributes.append(name)
+
+    @property
+    def original_name(self) -> str:
+        return str(self._kiln_original_name)
+
+    @property
+    def qualified_name(self) -> str:
+        return str(self._kiln_qualname)
+
+    @property
+    def method_names(self) -> list[str]:
+        return list(self._kiln_graphs)
+
+    # -- the forward method's views ------------------------------------------------------------
+    @property
+    def graph(self) -> Graph:
+        return self._kiln_method("forward").graph
+
+    @property
+    def inlined_graph(self) -> Graph:
+        return self._kiln_method("forward").inlined_graph
+
+    @property
+    def code(self) -> str:
+        return self._kiln_method("forward").code
+
+    def _kiln_method(self, name: str) -> ScriptMethod:
+        method = self.__dict__.get(name)
+        if not isinstance(method, ScriptMethod):
+            raise KilnRuntimeError(f"{self.original_name} ({self.qualified_name}) has no method {name!r}")
+        return method
+
+    # -- calling -------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # ``_kiln_forward`` is forward's guarded entry: it checks this module's and the global
+        # hook tables itself (closure cells, no attribute reads) and defers to nn.Module's
+        # __call__ when any is set.  nn.Module defines __getattr__, which makes every attribute
+        # read slow (~50ns in CPython 3.11), so this path reads __dict__ once.
+        entry = self.__dict__["_kiln_forward"] or self._kiln_forward_entry()
+        if kwargs:
+            return _nn_call(self, *args, **kwargs)
+        try:
+            return entry(self, *args)
+        except TypeError as e:
+            if failed_at_call(e):
+                raise self._kiln_entry("forward").arity_error(len(args) + 1) from None
+            raise
+
+    def _kiln_forward_entry(self) -> Callable[..., Any]:
+        entry = self._kiln_entry("forward").entry
+        if self.__dict__.get("_compiled_call_impl") is not None:
+            entry = _nn_call   # Module.compile() was used: let nn.Module run it
+        self.__dict__["_kiln_forward"] = entry
+        return entry
+
+    def _kiln_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cf = self._kiln_entry(name)
+        if kwargs:
+            args = cf.bind(args, kwargs)
+        try:
+            return cf.fn(self, *args)
+        except TypeError as e:
+            if failed_at_call(e):
+                raise cf.arity_error(len(args) + 1) from None
+            raise
+
+    def _kiln_entry(self, name: str) -> CompiledFunction:
+        """The compiled code of method ``name`` for this instance (compiled on first use)."""
+        with _compile_lock:
+            cf: Optional[CompiledFunction] = self._kiln_compiled.get(name)
+            if cf is None:
+                self._kiln_method(name)
+                graph = self._kiln_inline(name)
+                eliminate_dead_code(graph)
+                guard = EntryGuard(self._kiln_hook_tables(), _nn_call) if name == "forward" else None
+                cf = compile_graph(graph, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
+                self._kiln_compiled[name] = cf
+                self._kiln_method(name).fn = cf.fn
+                _compiled_modules.add(self)
+            return cf
+
+    def _kiln_hook_tables(self) -> tuple[Any, ...]:
+        state = self.__dict__
+        return (state["_forward_hooks"], state["_forward_pre_hooks"], state["_backward_hooks"],
+                state["_backward_pre_hooks"], *_GLOBAL_HOOKS)
+
+    def _kiln_reset(self) -> None:
+        self.__dict__["_kiln_compiled"] = {}
+        self.__dict__["_kiln_forward"] = None
+        for name in self._kiln_graphs:
+            self._kiln_method(name).fn = None
+
+    # -- inlining ------------------------------------------------------------------------------
+    def _kiln_inline(self, name: str) -> Graph:
+        """A copy of method ``name`` with calls on (sub)modules of ``self`` inlined."""
+        graph = self._kiln_graphs[name].copy()
+        inline_calls(graph, self._kiln_resolver(graph))
+        return graph
+
+    def _kiln_resolver(self, graph: Graph) -> Callable[[Node], Optional[Graph]]:
+        """Map a CallMethod in ``graph`` to the callee's graph, following GetAttrs from self."""
+        root = graph.inputs[0] if graph.inputs else None
+
+        def resolve(node: Node) -> Optional[Graph]:
+            path: list[str] = []
+            v = node.inputs[0]
+            while v is not root:
+                if v.node.kind != "prim::GetAttr":
+                    return None
+                path.append(v.node.attrs["name"])
+                v = v.node.inputs[0]
+            obj: Any = self
+            for attr in reversed(path):
+                obj = obj._modules.get(attr) if isinstance(obj, torch.nn.Module) else None
+            if isinstance(obj, ScriptModule):
+                return obj._kiln_graphs.get(node.attrs["name"])
+            return None
+        return resolve
+
+    # -- structural changes invalidate compiled code -------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        before = _slot_of(self, name)
+        super().__setattr__(name, value)
+        # compiled code reads members through the dict they live in, and inlined submodules'
+        # bodies: a member changing dict, or a submodule being replaced, makes it stale
+        if before == "_modules" or _slot_of(self, name) != before or name == "_compiled_call_impl":
+            invalidate_compiled()
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        invalidate_compiled()   # pinned code may read the attribute from __dict__
+
+    def register_parameter(self, name: str, param: Optional[torch.nn.Parameter]) -> None:
+        super().register_parameter(name, param)
+        invalidate_compiled()
+
+    def register_buffer(self, name: str, tensor: Optional[torch.Tensor], persistent: bool = True) -> None:
+        super().register_buffer(name, tensor, persistent)
+        invalidate_compiled()
+
+    def add_module(self, name: str, module: Optional[torch.nn.Module]) -> None:
+        super().add_module(name, module)
+        invalidate_compiled()
+
+    # -- devices and dtypes ----------------------------------------------------------------------
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> ScriptModule:
+        super()._apply(fn, recurse)
+        with torch.no_grad():   # constants are not part of any autograd graph
+            for graph in self._kiln_graphs.values():
+                _convert_constants(graph, fn)
+        invalidate_compiled()
+        return self
+
+    # -- presentation and copying ----------------------------------------------------------------
+    def _get_name(self) -> str:
+        return "KilnScriptModule"
+
+    def extra_repr(self) -> str:
+        return f"original_name={self.original_name}"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ScriptModule:
+        """A deep copy; graphs are copied with :meth:`Graph.copy` (a linked list of nodes
+        would overflow the recursion limit of generic deepcopy), their tensor constants with
+        ``memo``; compiled code is not copied (the copy compiles its own)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "_kiln_graphs":
+                value = {n: _copy_graph(g, memo) for n, g in value.items()}
+            elif key == "_kiln_compiled":
+                value = {}
+            elif key == "_kiln_forward":
+                value = None
+            elif isinstance(value, ScriptMethod):
+                value = ScriptMethod(new, value.name)
+            else:
+                value = copy.deepcopy(value, memo)
+            new.__dict__[key] = value
+        return new
+
+
+def _convert_constants(graph: Graph, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    for node in graph.all_nodes():
+        value = node.attrs.get("value") if node.kind == "prim::Constant" else None
+        if isinstance(value, torch.Tensor):
+            new = fn(value)
+            node.attrs["value"] = new
+            out = node.outputs[0]
+            if isinstance(out.type, TensorType) and not out.type.is_plain():
+                out.type = TensorType.of(new)
+
+
+def _copy_graph(graph: Graph, memo: dict[int, Any]) -> Graph:
+    g = graph.copy()
+    for node in g.all_nodes():
+        if node.kind == "prim::Constant" and isinstance(node.attrs.get("value"), torch.Tensor):
+            node.attrs["value"] = copy.deepcopy(node.attrs["value"], memo)
+    return g

@@ -9,8 +9,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kiln.errors import (InputError, IRError, IRParseError, KilnError, KilnRuntimeError,
-                         SchemaError, TracerWarning, TracingCheckError, TracingError)
+from kiln.errors import (
+    InputError,
+    IRError,
+    IRParseError,
+    KilnError,
+    KilnRuntimeError,
+    SchemaError,
+    TracerWarning,
+    TracingCheckError,
+    TracingError,
+)
 
 __version__ = "0.1.0"
 

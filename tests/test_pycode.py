@@ -520,3 +520,82 @@ def test_str_type_annotation_in_header() -> None:
     s = g.add_input(StrType, "s")
     g.register_output(s)
     assert code_of(g) == "def fn(s: str) -> str:\n  return s\n"
+
+
+# -- random int programs with nested control flow: the code means what the graph means ----------
+
+
+def evaluate(block: Block, env: dict[Value, Any]) -> list[Any]:
+    """A small reference evaluator (constants, If, Loop and ops through their ``impl``)."""
+    for n in block.nodes:
+        if n.kind == "prim::Constant":
+            env[n.output] = n.attrs["value"]
+        elif n.kind == "prim::If":
+            chosen = n.blocks[0 if env[n.inputs[0]] else 1]
+            env.update(zip(n.outputs, evaluate(chosen, env)))
+        elif n.kind == "prim::Loop":
+            body = n.blocks[0]
+            limit, cond = env[n.inputs[0]], env[n.inputs[1]]
+            carried, i = [env[v] for v in n.inputs[2:]], 0
+            while cond and i < limit:
+                env.update(zip(body.inputs, [i, *carried]))
+                cond, *carried = evaluate(body, env)
+                i += 1
+            env.update(zip(n.outputs, carried))
+        else:
+            env[n.output] = n.op.impl(*[env[v] for v in n.inputs])
+    return [env[v] for v in block.outputs]
+
+
+_HINTS = [None, None, "x", "x.1", "y", "acc", "_0"]
+
+
+def _gen_block(data: Any, b: Builder, block: Block, scope: list[Value], depth: int) -> list[Value]:
+    """Append random int statements to ``block``; return the values visible at its end."""
+    scope = list(scope)
+    with b.at_end(block):
+        for _ in range(data.draw(st.integers(1, 4))):
+            kind = data.draw(st.integers(0, 2 if depth < 2 else 0))
+            pick = st.sampled_from(scope)
+            if kind == 0:
+                op = data.draw(st.sampled_from(["add", "sub", "mul"]))
+                v = b.value(f"aten::{op}.int", [data.draw(pick), data.draw(pick)])
+            elif kind == 1:
+                cond = b.value("aten::lt.int", [data.draw(pick), data.draw(pick)])
+                node = b.if_(cond, [IntType])
+                for sub in node.blocks:
+                    inner = _gen_block(data, b, sub, scope, depth + 1)
+                    sub.register_output(data.draw(st.sampled_from(inner)))
+                v = node.output
+            else:
+                v = _gen_loop(data, b, scope, depth)
+            v.name = data.draw(st.sampled_from(_HINTS))
+            scope.append(v)
+    return scope
+
+
+def _gen_loop(data: Any, b: Builder, scope: list[Value], depth: int) -> Value:
+    pick = st.sampled_from(scope)
+    start = b.constant(True) if data.draw(st.booleans()) else \
+        b.value("aten::lt.int", [data.draw(pick), data.draw(pick)])
+    node = add_loop(b, b.constant(data.draw(st.integers(0, 4))), start, [data.draw(pick)])
+    body = node.blocks[0]
+    inner = _gen_block(data, b, body, [*scope, *body.inputs], depth + 1)
+    new = data.draw(st.sampled_from(inner))
+    with b.at_end(body):
+        again = b.constant(True) if data.draw(st.booleans()) else \
+            b.value("aten::lt.int", [new, b.constant(data.draw(st.integers(-5, 50)))])
+    body.register_output(again)
+    body.register_output(new)
+    return node.output
+
+
+@given(st.data(), st.tuples(st.integers(-5, 5), st.integers(-5, 5)))
+def test_random_programs_mean_what_the_graph_means(data: Any, args: tuple[int, int]) -> None:
+    g = Graph()
+    inputs = [g.add_input(IntType, "a"), g.add_input(IntType, "b")]
+    scope = _gen_block(data, Builder(g), g.block, inputs, 0)
+    g.register_output(data.draw(st.sampled_from(scope)))
+    code = code_of(g)
+    expected = evaluate(g.block, dict(zip(inputs, args)))[0]
+    assert run_code(code, "fn", *args) == expected, code

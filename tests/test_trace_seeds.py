@@ -7,12 +7,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import has_torch_jit
 
 import kiln
 from kiln.ir.parser import parse_graph
 from kiln.ir.verify import verify
-
-from conftest import has_torch_jit
 
 
 def roundtrip(g: kiln.Graph) -> None:

@@ -21,10 +21,27 @@ import torch
 
 from kiln.ir import prims as _prims  # noqa: F401  (registers Kiln's own operators)
 from kiln.ir.ops import OpInfo, registry
-from kiln.ir.types import (AnyType, BoolType, ComplexType, DeviceType, DictType, DtypeType,
-                           FloatType, GeneratorType, IntType, LayoutType, ListType,
-                           MemoryFormatType, NoneType, NumberType, OptionalType, StrType,
-                           TensorType, TupleType, Type)
+from kiln.ir.types import (
+    AnyType,
+    BoolType,
+    ComplexType,
+    DeviceType,
+    DictType,
+    DtypeType,
+    FloatType,
+    GeneratorType,
+    IntType,
+    LayoutType,
+    ListType,
+    MemoryFormatType,
+    NoneType,
+    NumberType,
+    OptionalType,
+    StrType,
+    TensorType,
+    TupleType,
+    Type,
+)
 
 # Python operator methods and the ATen operator they call.  ``swap`` marks reflected forms.
 _DUNDER: dict[str, tuple[str, bool]] = {
@@ -127,8 +144,8 @@ def _bind(op: OpInfo, args: Sequence[Any], kwargs: dict[str, Any], lenient: bool
     if len(args) > len(positional):
         return None
     values: dict[str, Any] = {p.name: a for p, a in zip(positional, args)}
-    for key, v in kwargs.items():
-        key = _kwarg_name(key, params)
+    for given, v in kwargs.items():
+        key = _kwarg_name(given, params)
         if key is None or key in values:
             return None
         values[key] = v

@@ -22,15 +22,22 @@ from typing import Any, Optional, Union
 import torch
 
 from kiln.errors import TracingCheckError, TracingError
-from kiln.frontend.tracer import (Frame, Tracer, qualified_class_name, structure_type, user_location,
-                                  warn_at_user)
+from kiln.frontend.tracer import (
+    Frame,
+    Tracer,
+    qualified_class_name,
+    structure_type,
+    user_location,
+    warn_at_user,
+)
 from kiln.frontend.values import TracedFloat, TracedInt
-from kiln.ir.graph import Graph, Value, clone_block_into
 from kiln.ir.builder import Builder
+from kiln.ir.graph import Graph, Value, clone_block_into
 from kiln.ir.types import BoolType, ClassType, unify
 from kiln.runtime.module import ScriptFunction, ScriptModule
 
 _ORIGINAL_CALL = torch.nn.Module.__call__
+_Scripted = dict[int, tuple[ScriptModule, str]]  # id(nn.Module) -> (its ScriptModule, scope)
 _tls = threading.local()
 _patch_lock = threading.Lock()
 _patch_users = 0
@@ -64,7 +71,7 @@ def _submodule_calls_traced(session: _Session) -> Iterator[None]:
 class _Session:
     """One trace of a module tree (or a function) in one training mode."""
 
-    def __init__(self, root: Optional[torch.nn.Module], scripted: dict[int, tuple[ScriptModule, str]]) -> None:
+    def __init__(self, root: Optional[torch.nn.Module], scripted: _Scripted) -> None:
         self.root = root
         self.scripted = scripted
         self.tracer = Tracer()
@@ -97,7 +104,7 @@ class _Session:
         sm, scope = entry
         inputs = [(n, v) for n, v in _bind_inputs(mod.forward, args, kwargs) if _is_traced(parent, v)]
         graph = Graph()
-        child = Frame(graph, mod, graph.add_input(ClassType(sm._kiln_qualname), "self"), scope)
+        child = Frame(graph, mod, graph.add_input(ClassType(sm.qualified_name), "self"), scope)
         with tracer.in_frame(child):
             for name, obj in inputs:
                 bind_structure(tracer, obj, graph.add_input(structure_type(obj), name))
@@ -107,13 +114,14 @@ class _Session:
         _clean(graph)
         method = self._add_method(sm, "forward", graph)
         parent.builder.source = location
-        sub = parent.attribute(path, ClassType(sm._kiln_qualname))
+        sub = parent.attribute(path, ClassType(sm.qualified_name))
         in_values = [structure_value(tracer, obj) for _, obj in inputs]
         called = parent.builder.call_method(sub, method, in_values, out.type)
         bind_structure(tracer, result, called)
         return result
 
-    def _path_from(self, parent: Optional[torch.nn.Module], mod: torch.nn.Module) -> Optional[tuple[str, ...]]:
+    def _path_from(self, parent: Optional[torch.nn.Module],
+                   mod: torch.nn.Module) -> Optional[tuple[str, ...]]:
         if parent is None:
             return None
         paths = self._paths.get(id(parent))
@@ -138,7 +146,8 @@ def _clean(graph: Graph) -> None:
     PASSES["dce"](graph)
 
 
-def _bind_inputs(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+def _bind_inputs(fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
     """Example inputs matched to the parameter names of ``fn``, in signature order."""
     try:
         sig = inspect.signature(fn)
@@ -212,8 +221,9 @@ def bind_structure(tracer: Tracer, obj: Any, value: Value) -> None:
         frame.bind(obj, value)
     elif isinstance(obj, (tuple, list)) and obj:
         parts = b.unpack(value, [structure_type(o) for o in obj])
-        for o, v in zip(obj, parts):
-            bind_structure(tracer, o, v)
+        part: Value
+        for o, part in zip(obj, parts):
+            bind_structure(tracer, o, part)
     elif isinstance(obj, dict):
         for k, o in obj.items():
             op = "aten::__getitem__.Dict_str" if isinstance(k, str) else "aten::__getitem__.Dict_int"
@@ -224,9 +234,9 @@ def bind_structure(tracer: Tracer, obj: Any, value: Value) -> None:
 # module trees
 
 
-def _script_tree(root: torch.nn.Module) -> dict[int, tuple[ScriptModule, str]]:
+def _script_tree(root: torch.nn.Module) -> _Scripted:
     """A ScriptModule for every module under ``root``, sharing parameters and buffers."""
-    made: dict[int, tuple[ScriptModule, str]] = {}
+    made: _Scripted = {}
 
     def build(m: torch.nn.Module, scope: str) -> ScriptModule:
         if id(m) in made:
@@ -266,13 +276,13 @@ def _merge_modes(train: Graph, eval_: Graph) -> Graph:
     return g
 
 
-def _run_session(root: torch.nn.Module, scripted: dict[int, tuple[ScriptModule, str]],
+def _run_session(root: torch.nn.Module, scripted: _Scripted,
                  methods: dict[str, tuple[tuple[Any, ...], dict[str, Any]]]) -> _Session:
     session = _Session(root, scripted)
     root_sm = scripted[id(root)][0]
     for name, (args, kwargs) in methods.items():
         fn = getattr(root, name)
-        graph = session.trace_callable(fn, args, kwargs, ClassType(root_sm._kiln_qualname))
+        graph = session.trace_callable(fn, args, kwargs, ClassType(root_sm.qualified_name))
         session.methods.setdefault(id(root_sm), {})[name] = graph
     return session
 
@@ -289,7 +299,7 @@ def _mode(root: torch.nn.Module, training: Optional[bool]) -> Iterator[None]:
             m.training = t
 
 
-def _define_methods(scripted: dict[int, tuple[ScriptModule, str]], tables: list[dict[int, dict[str, Graph]]]) -> None:
+def _define_methods(scripted: _Scripted, tables: list[dict[int, dict[str, Graph]]]) -> None:
     by_id = {id(sm): sm for sm, _ in scripted.values()}
     if len(tables) == 1:
         merged = tables[0]
@@ -364,8 +374,9 @@ def trace(func: Any, example_inputs: Optional[Inputs] = None, *, check_trace: bo
     if example_inputs is None and example_kwarg_inputs is None:
         raise TracingError("kiln.trace needs example_inputs or example_kwarg_inputs")
     kw = example_kwarg_inputs or {}
-    if isinstance(func, torch.nn.Module) or (inspect.ismethod(func) and isinstance(func.__self__, torch.nn.Module)):
-        mod = func if isinstance(func, torch.nn.Module) else func.__self__
+    bound_module = inspect.ismethod(func) and isinstance(func.__self__, torch.nn.Module)
+    if isinstance(func, torch.nn.Module) or bound_module:
+        mod: torch.nn.Module = func if isinstance(func, torch.nn.Module) else func.__self__
         name = "forward" if isinstance(func, torch.nn.Module) else func.__name__
         value: Inputs = kw if example_inputs is None else example_inputs
         cis = [{name: ci} for ci in check_inputs or []]

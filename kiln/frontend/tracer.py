@@ -25,17 +25,31 @@ from typing import Any, Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from kiln.errors import TracingError, TracerWarning
+from kiln.errors import TracerWarning, TracingError
 from kiln.frontend import indexing
-from kiln.frontend.resolve import (Resolved, method_alias, operator_name, resolve_call,
-                                   unchecked)
+from kiln.frontend.resolve import Resolved, method_alias, operator_name, resolve_call, unchecked
 from kiln.frontend.values import TracedFloat, TracedInt, set_recorder
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, SourceRange, Value
 from kiln.ir.ops import OpInfo, registry
-from kiln.ir.types import (AnyType, BoolType, DeviceType, DictType, FloatType, IntType,
-                           ListType, NoneType, OptionalType, StrType, TENSOR, TensorType,
-                           TupleType, Type, type_of_value, unify)
+from kiln.ir.types import (
+    TENSOR,
+    AnyType,
+    BoolType,
+    DeviceType,
+    DictType,
+    FloatType,
+    IntType,
+    ListType,
+    NoneType,
+    OptionalType,
+    StrType,
+    TensorType,
+    TupleType,
+    Type,
+    type_of_value,
+    unify,
+)
 
 _SKIP_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
               os.path.dirname(os.path.abspath(torch.__file__)))
@@ -262,12 +276,13 @@ class Tracer(TorchFunctionMode):
             return self._traced_number(TracedFloat(obj), value)
         if isinstance(obj, (list, tuple)) and obj and all(isinstance(o, torch.Tensor) for o in obj):
             parts = self.frame.builder.unpack(value, [TensorType.of(o) for o in obj])
-            for o, v in zip(obj, parts):
-                self.frame.bind(o, v)
+            part: Value
+            for o, part in zip(obj, parts):
+                self.frame.bind(o, part)
             return obj
         if isinstance(obj, (list, tuple)) and obj and all(isinstance(o, int) for o in obj):
-            parts = self.frame.builder.unpack(value, [IntType] * len(obj))
-            return type(obj)(self._traced_number(TracedInt(o), v) for o, v in zip(obj, parts))
+            ints = self.frame.builder.unpack(value, [IntType] * len(obj))
+            return type(obj)(self._traced_number(TracedInt(o), iv) for o, iv in zip(obj, ints))
         return obj
 
     def _traced_number(self, num: Any, value: Value) -> Any:
@@ -285,6 +300,8 @@ class Tracer(TorchFunctionMode):
             return self._tensor_value(obj)
         if isinstance(obj, (list, tuple)) and _is_dynamic(frame, obj):
             return self._sequence_value(obj, expected)
+        if isinstance(obj, tuple) and isinstance(_strip_optional(expected), ListType):
+            obj = list(obj)  # a tuple given for a list argument (stride=(1, 1)) is a list
         return frame.builder.constant(obj, _constant_type(obj, expected))
 
     def _tensor_value(self, t: torch.Tensor) -> Value:
@@ -374,6 +391,10 @@ def _contains_tensor(obj: Any) -> bool:
 def _is_dynamic(frame: Frame, seq: Any) -> bool:
     return any(isinstance(x, torch.Tensor) or frame.lookup(x) is not None or
                (isinstance(x, (list, tuple)) and _is_dynamic(frame, x)) for x in seq)
+
+
+def _strip_optional(t: Type) -> Type:
+    return t.elem if isinstance(t, OptionalType) else t
 
 
 def _elem_type(t: Type) -> Type:
@@ -550,7 +571,8 @@ def _special_handler(func: Callable[..., Any]) -> Optional[Handler]:
     if name == "__get__":
         owner = getattr(func, "__self__", None)
         attr = getattr(owner, "__name__", "")
-        return _GETTERS.get(attr, _h_passthrough)
+        getter: Handler = _GETTERS.get(str(attr), _h_passthrough)
+        return getter
     if name in _PASSTHROUGH:
         return _h_passthrough
     return _BY_NAME.get(name)

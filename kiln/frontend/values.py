@@ -89,7 +89,7 @@ def _install(cls: type) -> None:
         setattr(cls, f"__r{py}__", _arith(name, fn, reflected=True))
     for name, fn in _CMP.items():
         setattr(cls, f"__{name}__", _compare(name, fn))
-    cls.__neg__ = _neg  # type: ignore[attr-defined]
+    setattr(cls, "__neg__", _neg)  # noqa: B010 -- installed like the other operators
 
 
 class TracedInt(int):

@@ -7,6 +7,7 @@ all emit IR through it, so the same program builds the same graph whichever way 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
@@ -15,8 +16,18 @@ from kiln.errors import IRError
 from kiln.ir import prims as _prims  # noqa: F401  (registers the prim operators)
 from kiln.ir.graph import Block, Graph, Node, SourceRange, Value
 from kiln.ir.ops import OpInfo, registry
-from kiln.ir.types import (AnyType, BoolType, ListType, NoneType, OptionalType, StrType, TENSOR,
-                           TupleType, Type, type_of_value)
+from kiln.ir.types import (
+    TENSOR,
+    AnyType,
+    BoolType,
+    ListType,
+    NoneType,
+    OptionalType,
+    StrType,
+    TupleType,
+    Type,
+    type_of_value,
+)
 
 
 class Builder:
@@ -58,7 +69,7 @@ class Builder:
             if schema.is_varret:
                 raise IRError(f"{schema.qualified} has variadic results: give output_types")
             output_types = [r.type for r in schema.returns]
-        node = self.graph.create(schema.name, inputs, output_types, attrs)
+        node = self.graph.create(schema.name, list(inputs), list(output_types), attrs)
         node.op = info
         return self.insert(node)
 
@@ -86,7 +97,7 @@ class Builder:
         flat = [x for kv in zip(keys, values) for x in kv]
         return self.value("prim::DictConstruct", flat, type)
 
-    def unpack(self, seq: Value, types: Sequence[Type]) -> list[Value]:
+    def unpack(self, seq: Value, types: Sequence[Type]) -> builtins.list[Value]:
         kind = "prim::TupleUnpack" if isinstance(seq.type, TupleType) else "prim::ListUnpack"
         return list(self.op(kind, [seq], list(types)).outputs)
 
@@ -114,7 +125,8 @@ class Builder:
         return self.insert(node)
 
     def raise_exception(self, message: str, cls: Optional[str] = None) -> Node:
-        args = [self.constant(message, StrType), self.constant(cls, OptionalType(StrType) if cls is None else StrType)]
+        cls_type = OptionalType(StrType) if cls is None else StrType
+        args = [self.constant(message, StrType), self.constant(cls, cls_type)]
         return self.op("prim::RaiseException", args)
 
     def guard(self, cond: Value, message: str) -> Node:

@@ -13,7 +13,7 @@ the used value's ``uses``.  Hence :meth:`Value.replace_all_uses_with` is a few l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -65,7 +65,8 @@ class Node:
     """An operation: ``kind`` (``aten::add``, ``prim::If`` ...), inputs, outputs, blocks, attributes.
 
     ``attrs`` holds TorchScript's node attributes (``value`` of a constant, ``name`` of a
-    GetAttr/CallMethod).  ``op`` is the resolved operator entry (:class:`kiln.ir.ops.OpInfo`) for registry ops.
+    GetAttr/CallMethod).  ``op`` is the resolved operator entry (:class:`kiln.ir.ops.OpInfo`)
+    for registry ops.
     """
 
     __slots__ = ("kind", "inputs", "outputs", "blocks", "attrs", "op", "source", "scope",
@@ -254,8 +255,8 @@ class Graph:
     def nodes(self) -> Iterator[Node]:
         return self.block.nodes
 
-    def create(self, kind: str, inputs: tuple[Value, ...] | list[Value] = (),
-               output_types: tuple[Type, ...] | list[Type] = (),
+    def create(self, kind: str, inputs: Sequence[Value] = (),
+               output_types: Sequence[Type] = (),
                attrs: Optional[dict[str, Any]] = None) -> Node:
         """A new node, not yet in any block."""
         n = Node(self, kind, attrs)

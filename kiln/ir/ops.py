@@ -291,13 +291,10 @@ def _dispatcher_info(schema: Schema, overload: Any) -> OpInfo:
                   nondeterministic=schema.opname in _NONDETERMINISTIC, binding_name=binding)
 
 
-_BINDING_MODULES: tuple[tuple[str, Any, str], ...] = (
-    ("torch", torch._C._VariableFunctions, ""),
-    ("torch._C._nn", torch._C._nn, ""),
-    ("torch._C._linalg", torch._C._linalg, "linalg_"),
-    ("torch._C._special", torch._C._special, "special_"),
-    ("torch._C._fft", torch._C._fft, "fft_"),
-)
+_BINDING_MODULES: tuple[tuple[str, Any, str], ...] = tuple(
+    (f"torch._C.{mod}" if mod != "_VariableFunctions" else "torch", getattr(torch._C, mod), prefix)
+    for mod, prefix in (("_VariableFunctions", ""), ("_nn", ""), ("_linalg", "linalg_"),
+                        ("_special", "special_"), ("_fft", "fft_")))
 
 
 def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:

@@ -49,9 +49,12 @@ def dict_construct(*kv: Any) -> dict[Any, Any]:
     return dict(zip(kv[::2], kv[1::2]))
 
 
-def unpack(seq: Any, *, n: int, what: str = "value") -> Any:
-    """Unpack a tuple or list whose length the graph fixed when it was built."""
-    if len(seq) != n:
+def unpack(seq: Any, *, n: Optional[int] = None, what: str = "value") -> Any:
+    """Unpack a tuple or list whose length the graph fixed when it was built.
+
+    ``n`` is the node's output count; a driver that cannot pass it (it is not an attribute)
+    checks the length itself, e.g. by calling ``unpack`` again with ``n``."""
+    if n is not None and len(seq) != n:
         raise KilnRuntimeError(
             f"{what} has {len(seq)} elements but the graph was built for {n}; "
             "the trace baked this length in (re-trace with this input size, or script the loop)")

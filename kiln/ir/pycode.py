@@ -87,7 +87,7 @@ _RESERVED = frozenset(keyword.kwlist) | {
     "nanj", "ops", "__torch__", "torch", "annotate", "uninitialized", "unchecked_cast", "range",
     "print", "int", "float", "bool", "str", "complex", "len", "isinstance", "math", "Tensor",
     "List", "Tuple", "Optional", "Dict", "Union", "Any", "Future", "Device", "number",
-    "Exception", "self",
+    "Exception",
 }
 
 
@@ -250,8 +250,7 @@ class _Names:
             candidate = f"_{self.temp}"
             self.temp += 1
         name = candidate
-        while name in self.used or (name in _RESERVED and name != "self") or \
-                (name == "self" and "self" in self.used):
+        while name in self.used or name in _RESERVED:
             k = self.suffix.get(candidate, 0)
             self.suffix[candidate] = k + 1
             name = f"{candidate}{k}"
@@ -283,6 +282,7 @@ class _CodePrinter:
     def __init__(self, graph: Graph, constants: list[Any]) -> None:
         self.graph = graph
         self.constants = constants
+        self.constant_index = {id(c): i for i, c in enumerate(constants)}
         self.names = _Names()
         self.exprs: dict[Value, _Expr] = {}
         self.inline: set[Node] = set()
@@ -323,9 +323,9 @@ class _CodePrinter:
         value = v.node.attrs.get("value")
         text = literal(value, v.type)
         if text is None:
-            index = next((i for i, c in enumerate(self.constants) if c is value), None)
-            if index is None:
-                index = len(self.constants)
+            index = self.constant_index.get(id(value))
+            if index is None:   # the list keeps ``value`` alive, so its id stays unique
+                index = self.constant_index[id(value)] = len(self.constants)
                 self.constants.append(value)
             return _Expr(f"CONSTANTS.c{index}")
         return _Expr(text, _UNARY if text.startswith("-") else _ATOM)

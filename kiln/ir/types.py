@@ -255,7 +255,9 @@ def is_subtype(sub: Type, sup: Type) -> bool:
         return len(sub.elems) == len(sup.elems) and all(
             is_subtype(a, b) for a, b in zip(sub.elems, sup.elems))
     if isinstance(sup, ListType) and isinstance(sub, ListType):
-        return is_subtype(sub.elem, sup.elem) and isinstance(sup.elem, TensorType)
+        # Lists are invariant, except that refined tensors fit a Tensor list and any list fits Any[].
+        return sub.elem == sup.elem or sup.elem == AnyType or (
+            isinstance(sup.elem, TensorType) and is_subtype(sub.elem, sup.elem))
     return False
 
 
@@ -269,7 +271,9 @@ def unify(a: Type, b: Type) -> Opt[Type]:
         keep = {f: getattr(a, f) if getattr(a, f) == getattr(b, f) else None
                 for f in ("dtype", "device", "requires_grad")}
         same_rank = a.shape is not None and b.shape is not None and len(a.shape) == len(b.shape)
-        shape = tuple(x if x == y else None for x, y in zip(a.shape or (), b.shape or ())) if same_rank else None
+        shape = None
+        if same_rank:
+            shape = tuple(x if x == y else None for x, y in zip(a.shape or (), b.shape or ()))
         return TensorType(shape=shape, **keep)
     if b == NoneType:
         return OptionalType(a)

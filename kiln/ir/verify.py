@@ -35,6 +35,7 @@ offending node marked.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NoReturn, Optional
 
 from kiln.errors import IRError
@@ -76,6 +77,7 @@ def verify(graph: Graph) -> None:
     _Verifier(graph).run()
 
 
+@functools.lru_cache(maxsize=4096)   # types are immutable and few; graphs repeat them a lot
 def accepts(expected: Type, actual: Type, *, fixed_size: Optional[int] = None) -> bool:
     """Whether a value of type ``actual`` may be passed where a schema expects ``expected``.
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from kiln.errors import InputError, IRError
 from kiln.ir.graph import Block, Graph, Node, Value
+from kiln.ir.prims import unpack
 
 
 def keyword_slots(node: Node) -> dict[int, str]:
@@ -81,7 +82,7 @@ def _run_op(node: Node, env: dict[Value, Any]) -> list[Any]:
     kwargs = {name: env[node.inputs[i]] for i, name in kw.items()}
     result = node.op.impl(*pos, **kwargs, **node.attrs)
     if unpacks_result(node):
-        return list(result)
+        return list(unpack(result, n=len(node.outputs)))
     return [result] if node.outputs else []
 
 

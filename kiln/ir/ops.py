@@ -297,6 +297,9 @@ _BINDING_MODULES: tuple[tuple[str, Any, str], ...] = tuple(
                         ("_special", "special_"), ("_fft", "fft_")))
 
 
+_OPTIONAL_TENSOR_LIST = parse_type("Tensor?[]")
+
+
 def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
     """The Python binding that parses arguments fastest for an ``aten::`` overload.
 
@@ -305,6 +308,8 @@ def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
     """
     if schema.namespace != "aten" or schema.is_vararg:
         return None, (), ""
+    if any(a.type == _OPTIONAL_TENSOR_LIST for a in schema.arguments):
+        return None, (), ""  # Python bindings take tuples of tensors, without the None holes
     op = schema.opname
     # Python bindings take `alpha` by keyword even where a schema lists it positionally
     # (aten::add_.Scalar); passed positionally it would select a deprecated signature.

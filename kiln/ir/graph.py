@@ -164,9 +164,9 @@ class Node:
             if v.uses:
                 raise IRError(f"cannot destroy {self.kind}: output %{v.name} still has uses")
         for b in self.blocks:
+            b.return_node.remove_all_inputs()  # first: block outputs are uses of inner values
             for n in reversed(list(b.nodes)):
                 n.destroy()
-            b.return_node.remove_all_inputs()
         self.remove_all_inputs()
         if self.owner is not None:
             self.unlink()

@@ -311,10 +311,14 @@ def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
     if any(a.type == _OPTIONAL_TENSOR_LIST for a in schema.arguments):
         return None, (), ""  # Python bindings take tuples of tensors, without the None holes
     op = schema.opname
-    # Python bindings take `alpha` by keyword even where a schema lists it positionally
-    # (aten::add_.Scalar); passed positionally it would select a deprecated signature.
-    kw = tuple(a.name for a in schema.arguments if a.kwarg_only or
-               (a.name == "alpha" and a is schema.arguments[-1]))
+    # Python bindings take some arguments by keyword although the schema lists them
+    # positionally: a trailing `alpha` (aten::add_.Scalar -- positionally it selects a deprecated
+    # signature) and `memory_format` (Tensor.to).  Everything after the first such argument is
+    # passed by keyword too.
+    args = schema.arguments
+    first_kw = next((i for i, a in enumerate(args) if a.kwarg_only or a.name == "memory_format" or
+                     (a.name == "alpha" and i == len(args) - 1)), len(args))
+    kw = tuple(a.name for a in args[first_kw:])
     for modname, mod, prefix in _BINDING_MODULES:
         if prefix and not op.startswith(prefix):
             continue

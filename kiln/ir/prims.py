@@ -183,3 +183,4 @@ prim("aten::__getitem__.Dict_str(Dict(str, Any) self, str key) -> Any", operator
      lambda n, a: f"{a[0]}[{a[1]}]")
 prim("aten::__getitem__.Dict_int(Dict(int, Any) self, int key) -> Any", operator.getitem,
      lambda n, a: f"{a[0]}[{a[1]}]")
+

@@ -120,20 +120,24 @@ _LAYOUT_CODES: dict[Any, int] = {torch.strided: 0, torch.sparse_coo: 1, torch.sp
                                  torch.sparse_bsr: 5, torch.sparse_bsc: 6}
 _MEMORY_FORMAT_CODES: dict[Any, int] = {torch.contiguous_format: 0, torch.preserve_format: 1,
                                         torch.channels_last: 2, torch.channels_last_3d: 3}
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
 
 
 def _quote(s: str) -> str:
+    """A double-quoted literal that Python and TorchScript both read back as ``s``: other
+    control characters become 3-digit octal escapes (TorchScript's lexer knows no ``\\x``
+    or ``\\r``), other characters stay as they are (source is UTF-8)."""
     out: list[str] = []
     for ch in s:
+        code = ord(ch)
         if ch in _ESCAPES:
             out.append(_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
+        elif code < 0x80 and not ch.isprintable():
+            out.append(f"\\{code:03o}")
+        elif 0xD800 <= code < 0xE000:   # a lone surrogate has no UTF-8 form; Python-only escape
+            out.append(f"\\u{code:04x}")
         else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else
-                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+            out.append(ch)
     return '"' + "".join(out) + '"'
 
 
@@ -151,8 +155,12 @@ def _float(x: float) -> str:
 
 def literal(value: Any, type: Optional[Type] = None) -> Optional[str]:
     """The Python literal for a constant (``type`` is its declared type), or None if it has none."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return _quote(value) if isinstance(value, str) else repr(value)
+    if value is None or isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, str):
+        return _quote(value)
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, complex):

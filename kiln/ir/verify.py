@@ -137,13 +137,15 @@ def _constant_fits(value: Any, declared: Type) -> bool:
     only by kind, opaque objects always)."""
     if declared == AnyType:
         return True
+    if isinstance(declared, OptionalType) and value is not None:
+        declared = declared.elem
     if isinstance(value, list):
         return isinstance(declared, ListType)
     if isinstance(value, tuple):
         return isinstance(declared, (TupleType, NamedTupleType))
     if isinstance(value, dict):
         return isinstance(declared, DictType)
-    if isinstance(value, str) and declared in (DeviceType, OptionalType(DeviceType)):
+    if isinstance(value, str) and declared == DeviceType:
         return True   # TorchScript spells device constants as strings (value="cpu")
     vt = type_of_value(value)
     return vt == AnyType or accepts(declared, vt)

@@ -41,7 +41,7 @@ backwards through block returns and around loops:
 
 from __future__ import annotations
 
-from kiln.ir.graph import Block, Graph, Node, Value
+from kiln.ir.graph import Block, Graph, Node, Value, walk
 
 
 def eliminate_dead_code(graph: Graph) -> bool:
@@ -125,7 +125,7 @@ def _sweep(block: Block, live: _Liveness) -> bool:
     changed = False
     for node in reversed(list(block.nodes)):
         if node not in live.nodes:
-            node.destroy()
+            _destroy(node)
             changed = True
         elif node.kind == "prim::If":
             changed |= _prune_if(node, live)
@@ -137,6 +137,15 @@ def _sweep(block: Block, live: _Liveness) -> bool:
             for b in node.blocks:
                 changed |= _sweep(b, live)
     return changed
+
+
+def _destroy(node: Node) -> None:
+    # Node.destroy drops nested nodes before their blocks' returns, which still use them;
+    # clearing every nested return first makes the order irrelevant
+    for n in [node, *(m for b in node.blocks for m in walk(b))]:
+        for b in n.blocks:
+            b.return_node.remove_all_inputs()
+    node.destroy()
 
 
 def _prune_if(node: Node, live: _Liveness) -> bool:

@@ -65,15 +65,34 @@ import torch
 from kiln.errors import InputError, IRError
 from kiln.ir import prims as _prims
 from kiln.ir.graph import Block, Graph, Node, Value
-from kiln.ir.types import (BoolType, ComplexType, DictType, FloatType, IntType, ListType,
-                           NamedTupleType, NoneType, NumberType, OptionalType, StrType,
-                           TensorType, TupleType, Type, UnionType)
-from kiln.runtime.interpreter import describe_node, keyword_slots, unpacks_result
+from kiln.ir.types import (
+    BoolType,
+    ComplexType,
+    DictType,
+    FloatType,
+    IntType,
+    ListType,
+    NamedTupleType,
+    NoneType,
+    NumberType,
+    OptionalType,
+    StrType,
+    TensorType,
+    TupleType,
+    Type,
+    UnionType,
+)
+from kiln.runtime.interpreter import add_note, describe_node, keyword_slots, unpacks_result
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
 _FIXED_BINDINGS = ("_k_Tensor", "_k_bad", "_k_note", "_prims", "math")
 _RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"_k_e", "_k_make", *_FIXED_BINDINGS}
+
+
+_SCALAR_KINDS: dict[Type, str] = {
+    IntType: "int", FloatType: "(float, int)", BoolType: "bool", StrType: "str",
+    ComplexType: "(complex, float, int)", NumberType: "(int, float, complex)"}
 
 
 def _check_expr(t: Type, var: str) -> Optional[str]:
@@ -94,26 +113,30 @@ def _check_expr(t: Type, var: str) -> Optional[str]:
     if isinstance(t, UnionType):
         parts = [_check_expr(e, var) for e in t.elems]
         return None if any(p is None for p in parts) else "(" + " or ".join(p or "" for p in parts) + ")"
-    kinds = {IntType: "int", FloatType: "(float, int)", BoolType: "bool", StrType: "str",
-             ComplexType: "(complex, float, int)", NumberType: "(int, float, complex)"}
-    kind = kinds.get(t)
+    kind = _SCALAR_KINDS.get(t)
     return None if kind is None else f"isinstance({var}, {kind})"
 
 
 def _literal(value: Any) -> Optional[str]:
-    """Python source for a constant that can be written inline, or None."""
-    if value is None or isinstance(value, (bool, str)):
+    """Python source for a constant that can be written inline, or None.
+
+    Exact types only: a subclass (an IntEnum, a str subclass) could print as anything."""
+    kind = type(value)
+    if value is None or kind in (bool, str):
         return repr(value)
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
-        return repr(value) if value >= 0 and not (value == 0 and math.copysign(1, value) < 0) \
-            else f"({value!r})"
-    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
+    if kind is int or (kind is float and math.isfinite(value)):
+        negative = value < 0 or (value == 0 and math.copysign(1, value) < 0)
+        return f"({value!r})" if negative else repr(value)
+    if kind in (tuple, list) and len(value) <= _MAX_INLINE:
         parts = [_literal(x) for x in value]
         if any(p is None for p in parts):
             return None
         inner = ", ".join(p or "" for p in parts)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if parts else ''})"
+        return f"[{inner}]" if kind is list else f"({inner}{',' if parts else ''})"
     return None
+
+
+_MAX_INLINE = 16   # longer literal sequences become closure cells
 
 
 def _identifier(hint: Optional[str], fallback: str) -> str:
@@ -165,8 +188,14 @@ class _Emitter:
         return name
 
     def value(self, obj: Any, hint: str) -> str:
+        """An expression for a constant: a literal, or a closure cell.  A list is rebuilt at
+        each use, as a literal display would be, so no caller can mutate a shared one."""
         lit = _literal(obj)
-        return lit if lit is not None else self.bind(obj, hint)
+        if lit is not None:
+            return lit
+        if type(obj) is list:
+            return f"list({self.bind(tuple(obj), hint)})"
+        return self.bind(obj, hint)
 
     def line(self, indent: int, text: str, node: Optional[Node] = None) -> None:
         self.body.append((indent, text, node))
@@ -222,6 +251,7 @@ class _Emitter:
             self.line(indent, f"{cond}, {index} = {start}, 0", node)
             self.line(indent, f"while {cond} and {index} < {trip}:", node)
             targets = [cond, *carried]
+        start_len = len(self.body)
         self.block(body, indent + 1)
         rets = [self.exprs[v] for v in body.outputs[(1 if counted else 0):]]
         if targets:
@@ -229,7 +259,7 @@ class _Emitter:
             self.line(indent + 1, f"{', '.join(targets)} = {', '.join(rets)}", node)
         if not counted:
             self.line(indent + 1, f"{index} += 1", node)
-        elif self.body[-1][1].endswith(":"):
+        elif len(self.body) == start_len:
             self.line(indent + 1, "pass", node)
 
     # -- operators ---------------------------------------------------------------------------
@@ -263,7 +293,10 @@ class _Emitter:
         for i, name in kw.items():
             if not _is_default(node.inputs[i], schema_args[i].default):
                 parts.append(f"{name}={args[i]}")
-        parts.extend(f"{k}={self.value(v, k)}" for k, v in node.attrs.items())
+        if all(_plain_name(k) for k in node.attrs):
+            parts.extend(f"{k}={self.value(v, k)}" for k, v in node.attrs.items())
+        elif node.attrs:
+            parts.append(f"**{self.bind(dict(node.attrs), 'attrs')}")
         return f"{fn}({', '.join(parts)})"
 
     def get_attr(self, node: Node, obj: str) -> Optional[str]:
@@ -272,7 +305,9 @@ class _Emitter:
         On a *pinned* holder (one whose structure the caller watches, recompiling on change)
         the dicts themselves are closure cells and a submodule is a constant: None is
         returned and no statement is needed."""
-        name = node.attrs["name"]
+        name = node.attrs.get("name")
+        if not isinstance(name, str):
+            raise IRError(f"prim::GetAttr needs a string 'name' attribute, got {name!r}")
         holder = self.modules.get(node.inputs[0])
         if isinstance(holder, torch.nn.Module):
             pinned = self.pin is not None and self.pin(holder)
@@ -290,7 +325,7 @@ class _Emitter:
                 return f"{obj}.{slot}[{name!r}]"
             if pinned and name in holder.__dict__:
                 return f"{self.bind(holder.__dict__, 'attrs')}[{name!r}]"
-        if name.isidentifier() and not keyword.iskeyword(name) and name.isascii():
+        if _plain_name(name):
             return f"{obj}.{name}"
         return f"getattr({obj}, {name!r})"
 
@@ -306,10 +341,14 @@ def _is_default(v: Value, default: Any) -> bool:
     return type(value) is type(default) and bool(value == default)
 
 
+def _plain_name(s: str) -> bool:
+    """An ASCII identifier that is not a keyword: safe to paste into source as a name."""
+    return s.isidentifier() and s.isascii() and not keyword.iskeyword(s)
+
+
 def _plain_attrs(node: Node) -> bool:
-    """Whether every string attribute is a plain identifier (safe to paste into source)."""
-    return all(not isinstance(v, str) or (v.isidentifier() and v.isascii() and not keyword.iskeyword(v))
-               for v in node.attrs.values())
+    """Whether every string attribute is a plain name (a custom ``emit`` may paste it)."""
+    return all(not isinstance(v, str) or _plain_name(v) for v in node.attrs.values())
 
 
 # -- the compiled function -----------------------------------------------------------------------
@@ -410,7 +449,7 @@ def _note_adder(filename: str, line_nodes: dict[int, Node], where: str) -> Calla
             tb = tb.tb_next
         node = line_nodes.get(tb.tb_lineno) if tb is not None else None
         if node is not None:
-            e.add_note(describe_node(node, where))
+            add_note(e, describe_node(node, where))
     return note
 
 
@@ -451,7 +490,7 @@ def compile_graph(graph: Graph, name: str, *, self_arg: bool, self_obj: Any = No
     entry_name = fname
     if guard is not None:
         entry_name = em.fresh(fname + "_entry")
-        flags = [em.bind(obj, "guard") for obj in guard.objects]
+        flags = [em.bind(obj, "hooks") for obj in guard.objects]
         src.function(entry_name, params, tests, em.body,
                      (" or ".join(flags), f"{em.bind(guard.fallback, 'fallback')}({', '.join(params)})"))
     with _counter_lock:

@@ -45,6 +45,15 @@ def describe_node(node: Node, where: str) -> str:
     return f"Kiln: raised by {node.kind}{at}{scope} in {where}"
 
 
+def add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)`` (Python 3.11+); on 3.10 the note is kept in ``__notes__`` only."""
+    adder = getattr(e, "add_note", None)
+    if adder is not None:
+        adder(note)
+    else:
+        e.__notes__ = [*getattr(e, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
 def interpret(graph: Graph, args: Sequence[Any], self_obj: Optional[Any] = None) -> Any:
     """Run ``graph`` on ``args``; ``self_obj``, when given, is bound to the first graph input.
 
@@ -68,7 +77,7 @@ def _run_block(block: Block, env: dict[Value, Any]) -> list[Any]:
             env.update(zip(node.outputs, results))
     except Exception as e:
         if node is not None and not getattr(e, "_kiln_noted", False):
-            e.add_note(describe_node(node, "the interpreter"))
+            add_note(e, describe_node(node, "the interpreter"))
             e._kiln_noted = True  # type: ignore[attr-defined]  # notes once, at the innermost node
         raise
     return [env[v] for v in block.outputs]

@@ -14,8 +14,9 @@ Running a method
     happens once per instance and method (a lock with a double check makes concurrent first
     calls compile exactly once), and is undone whenever the structure it relied on changes:
     a method (re)defined, a submodule replaced, a member changing kind, constants converted
-    by ``to()``.  Such changes are rare, so they simply drop *all* compiled code (every
-    module that compiled is in a weak set) and the next call recompiles.
+    by ``to()``.  A module that compiles registers itself (weakly) with every ScriptModule of
+    its subtree; a structural change of any of them drops the compiled code of those
+    registered, and their next call recompiles.
 
 The call fast path
     ``module(x)`` skips ``nn.Module.__call__``'s machinery when no hooks are registered (on
@@ -50,20 +51,11 @@ from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, fa
 # modules impossible to deepcopy.  Reentrant, as compiling a module never calls user code but
 # may look at other modules.
 _compile_lock = threading.RLock()
-_compiled_modules: weakref.WeakSet[ScriptModule] = weakref.WeakSet()
 
 # nn.Module's process-wide hook tables (mutated in place by torch, never rebound).
 _GLOBAL_HOOKS = (_nn_module._global_forward_hooks, _nn_module._global_forward_pre_hooks,
                  _nn_module._global_backward_hooks, _nn_module._global_backward_pre_hooks)
 _nn_call = torch.nn.Module.__call__   # hooks and all
-
-
-def invalidate_compiled() -> None:
-    """Drop every module's compiled code; each recompiles on its next call."""
-    with _compile_lock:
-        for m in list(_compiled_modules):
-            m._kiln_reset()
-        _compiled_modules.clear()
 
 
 def _graph_to_code(graph: Graph, name: str) -> str:
@@ -176,6 +168,15 @@ def _slot_of(module: torch.nn.Module, name: str) -> str:
 class ScriptModule(torch.nn.Module):
     """An ``nn.Module`` whose methods are graphs (see the module docstring)."""
 
+    # Kiln's own state; kept in __dict__ directly (not module members), declared for mypy.
+    _kiln_qualname: str
+    _kiln_original_name: str
+    _kiln_graphs: dict[str, Graph]
+    _kiln_attributes: list[str]
+    _kiln_compiled: dict[str, CompiledFunction]
+    _kiln_forward: Optional[Callable[..., Any]]
+    _kiln_dependents: weakref.WeakSet[ScriptModule]
+
     def __init__(self, qualname: str, original_name: str) -> None:
         super().__init__()
         state = self.__dict__   # bypass __setattr__: these are not module members
@@ -184,14 +185,15 @@ class ScriptModule(torch.nn.Module):
         state["_kiln_graphs"] = {}          # method name -> Graph (input 0 is self)
         state["_kiln_attributes"] = []      # names given by _kiln_set_attribute, in order
         state["_kiln_compiled"] = {}        # method name -> CompiledFunction for this instance
-        state["_kiln_forward"] = None       # forward's generated function, for __call__
+        state["_kiln_forward"] = None       # forward's guarded entry, for __call__
+        state["_kiln_dependents"] = weakref.WeakSet()   # modules whose compiled code relies on us
 
     # -- construction (used by the tracer and the loader) ------------------------------------
     def _kiln_define_method(self, name: str, graph: Graph) -> None:
         """Define (or redefine) method ``name``; ``graph``'s input 0 is ``self``."""
         self._kiln_graphs[name] = graph
         self.__dict__[name] = ScriptMethod(self, name)
-        invalidate_compiled()
+        self._kiln_invalidate()
 
     def _kiln_set_attribute(self, name: str, value: Any) -> None:
         """Set a plain attribute (int, float, str, bool, tuple, ...) that methods may read."""
@@ -247,11 +249,12 @@ class ScriptModule(torch.nn.Module):
             raise
 
     def _kiln_forward_entry(self) -> Callable[..., Any]:
-        entry = self._kiln_entry("forward").entry
-        if self.__dict__.get("_compiled_call_impl") is not None:
-            entry = _nn_call   # Module.compile() was used: let nn.Module run it
-        self.__dict__["_kiln_forward"] = entry
-        return entry
+        with _compile_lock:   # stored under the lock, so a concurrent invalidation wins
+            entry = self._kiln_entry("forward").entry
+            if self.__dict__.get("_compiled_call_impl") is not None:
+                entry = _nn_call   # Module.compile() was used: let nn.Module run it
+            self.__dict__["_kiln_forward"] = entry
+            return entry
 
     def _kiln_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cf = self._kiln_entry(name)
@@ -276,7 +279,9 @@ class ScriptModule(torch.nn.Module):
                 cf = compile_graph(graph, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
                 self._kiln_compiled[name] = cf
                 self._kiln_method(name).fn = cf.fn
-                _compiled_modules.add(self)
+                for sub in self.modules():   # the code relies on the whole subtree
+                    if isinstance(sub, ScriptModule):
+                        sub._kiln_dependents.add(self)
             return cf
 
     def _kiln_hook_tables(self) -> tuple[Any, ...]:
@@ -284,11 +289,24 @@ class ScriptModule(torch.nn.Module):
         return (state["_forward_hooks"], state["_forward_pre_hooks"], state["_backward_hooks"],
                 state["_backward_pre_hooks"], *_GLOBAL_HOOKS)
 
+    def _kiln_invalidate(self) -> None:
+        """Our structure changed: drop the compiled code of every module relying on it."""
+        with _compile_lock:
+            dependents = self.__dict__.get("_kiln_dependents")
+            for m in list(dependents or ()):
+                m._kiln_reset()
+            if dependents is not None:
+                dependents.clear()
+            if "_kiln_compiled" in self.__dict__:
+                self._kiln_reset()
+
     def _kiln_reset(self) -> None:
         self.__dict__["_kiln_compiled"] = {}
         self.__dict__["_kiln_forward"] = None
         for name in self._kiln_graphs:
-            self._kiln_method(name).fn = None
+            method = self.__dict__.get(name)
+            if isinstance(method, ScriptMethod):
+                method.fn = None
 
     # -- inlining ------------------------------------------------------------------------------
     def _kiln_inline(self, name: str) -> Graph:
@@ -324,31 +342,31 @@ class ScriptModule(torch.nn.Module):
         # compiled code reads members through the dict they live in, and inlined submodules'
         # bodies: a member changing dict, or a submodule being replaced, makes it stale
         if before == "_modules" or _slot_of(self, name) != before or name == "_compiled_call_impl":
-            invalidate_compiled()
+            self._kiln_invalidate()
 
     def __delattr__(self, name: str) -> None:
         super().__delattr__(name)
-        invalidate_compiled()   # pinned code may read the attribute from __dict__
+        self._kiln_invalidate()   # pinned code may read the attribute from __dict__
 
     def register_parameter(self, name: str, param: Optional[torch.nn.Parameter]) -> None:
         super().register_parameter(name, param)
-        invalidate_compiled()
+        self._kiln_invalidate()
 
     def register_buffer(self, name: str, tensor: Optional[torch.Tensor], persistent: bool = True) -> None:
         super().register_buffer(name, tensor, persistent)
-        invalidate_compiled()
+        self._kiln_invalidate()
 
     def add_module(self, name: str, module: Optional[torch.nn.Module]) -> None:
         super().add_module(name, module)
-        invalidate_compiled()
+        self._kiln_invalidate()
 
     # -- devices and dtypes ----------------------------------------------------------------------
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> ScriptModule:
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         with torch.no_grad():   # constants are not part of any autograd graph
             for graph in self._kiln_graphs.values():
                 _convert_constants(graph, fn)
-        invalidate_compiled()
+        self._kiln_invalidate()
         return self
 
     # -- presentation and copying ----------------------------------------------------------------
@@ -371,6 +389,8 @@ class ScriptModule(torch.nn.Module):
                 value = {}
             elif key == "_kiln_forward":
                 value = None
+            elif key == "_kiln_dependents":
+                value = weakref.WeakSet()
             elif isinstance(value, ScriptMethod):
                 value = ScriptMethod(new, value.name)
             else:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiln.errors import SchemaError
@@ -184,7 +184,7 @@ def test_containers() -> None:
     (1e-5, None, "1.0000000000000001e-05"), (1e20, None, "1e+20"), (1e10, None, "10000000000."),
     (math.inf, None, "inf"), (-math.inf, None, "-inf"), (math.nan, None, "nan"),
     (3, None, "3"), (True, None, "True"), (None, None, "None"),
-    ('a"b\n\x01', None, '"a\\"b\\n\\x01"'), (torch.device("cpu"), None, 'torch.device("cpu")'),
+    ('a"b\n\x01\r', None, '"a\\"b\\n\\001\\015"'), (torch.device("cpu"), None, 'torch.device("cpu")'),
     (torch.float32, None, "6"), (torch.float16, None, "5"), (torch.int64, None, "4"),
     (torch.bool, None, "11"), (torch.bfloat16, None, "15"), (torch.strided, None, "0"),
     (torch.channels_last, None, "2"), ([1, 2], None, "[1, 2]"), ((1,), None, "(1,)"),
@@ -194,11 +194,22 @@ def test_literals(value: Any, type_: Any, text: str) -> None:
     assert literal(value, type_) == text
 
 
-@pytest.mark.parametrize("value", [2.0, 1e-5, 1e10, 1e300, -7.25, 0.1, 5e-324, "é\t\"\\", [1, (2, 3.0)]])
+_TRICKY_STRINGS = ["é\t\"\\", "a\rb\x00c\x7f1", "line\u2028sep\x85"]
+
+
+@pytest.mark.parametrize("value", [2.0, 1e-5, 1e10, 1e300, -7.25, 0.1, 5e-324, *_TRICKY_STRINGS, [1, (2, 3.0)]])
 def test_literals_read_back_as_the_same_value(value: Any) -> None:
     text = literal(value)
     assert text is not None
     assert eval(text, {}) == value and type(eval(text, {})) is type(value)
+
+
+@pytest.mark.parametrize("value", [*_TRICKY_STRINGS, 2.0, -0.0, 1e-5, 1e10, 1e20, 5e-324, 0.1])
+def test_torchscript_reads_literals_back(jit: ModuleType, value: Any) -> None:
+    """(``inf``/``nan`` are names of the archive importer's environment, as in TorchScript's
+    own code, so a bare CompilationUnit cannot read them.)"""
+    unit = jit.CompilationUnit(f"def fn() -> {type(value).__name__}:\n  return {literal(value)}\n")
+    assert unit.fn() == value and repr(unit.fn()) == repr(value)
 
 
 def test_tensor_constants_are_collected_and_shared() -> None:
@@ -599,3 +610,16 @@ def test_random_programs_mean_what_the_graph_means(data: Any, args: tuple[int, i
     code = code_of(g)
     expected = evaluate(g.block, dict(zip(inputs, args)))[0]
     assert run_code(code, "fn", *args) == expected, code
+
+
+@pytest.mark.torch_jit
+@settings(max_examples=25)
+@given(st.data(), st.tuples(st.integers(-5, 5), st.integers(-5, 5)))
+def test_torchscript_compiles_random_programs_back(data: Any, args: tuple[int, int]) -> None:
+    g = Graph()
+    inputs = [g.add_input(IntType, "a"), g.add_input(IntType, "b")]
+    scope = _gen_block(data, Builder(g), g.block, inputs, 0)
+    g.register_output(data.draw(st.sampled_from(scope)))
+    code = code_of(g)
+    expected = evaluate(g.block, dict(zip(inputs, args)))[0]
+    assert torch.jit.CompilationUnit(code).fn(*args) == expected, code

@@ -22,15 +22,24 @@ import kiln.runtime.module as runtime_module
 from kiln.errors import InputError, IRError, KilnRuntimeError
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Block, Graph, Node, SourceRange, Value
-from kiln.ir.types import (BoolType, ClassType, IntType, ListType, OptionalType, StrType, TENSOR,
-                           TensorType, TupleType, Type)
+from kiln.ir.types import (
+    TENSOR,
+    BoolType,
+    ClassType,
+    IntType,
+    ListType,
+    OptionalType,
+    StrType,
+    TupleType,
+    Type,
+)
+from kiln.ir.verify import verify
 from kiln.passes import PASSES, run_pipeline
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
 from kiln.runtime.codegen import CompiledFunction, compile_graph
 from kiln.runtime.interpreter import interpret
 from kiln.runtime.module import ScriptFunction, ScriptModule
-
 
 # -- helpers ----------------------------------------------------------------------------------------
 
@@ -51,7 +60,8 @@ def add_loop(b: Builder, trip: Value, cond: Value, carried: Sequence[Value]) -> 
 
 
 def check_all(graph: Graph, args: Sequence[Any], expected: Any) -> CompiledFunction:
-    """Generated code and the interpreter both give ``expected`` (computed eagerly)."""
+    """The graph verifies; generated code and the interpreter both give ``expected``."""
+    verify(graph)
     cf = compile_graph(graph, "fn", self_arg=False)
     assert_close(cf(*args), expected)
     assert_close(interpret(graph, args), expected)
@@ -465,8 +475,18 @@ def test_member_changes_are_seen(pair: tuple[Eager, ScriptModule]) -> None:
     assert_close(m(x), torch.relu(other(x)) * 3 + eager.offset)
     m.scale = 5                                       # plain attribute
     assert_close(m(x), torch.relu(other(x)) * 5 + eager.offset)
-    m._kiln_define_method("forward", m.score.graph.copy())   # redefined method
-    assert_close(m(x), m.score(x))                    # forward now calls itself... via score's graph
+    g, b, (_, xv) = new_graph(("self", ClassType("__torch__.Eager")), ("x", TENSOR))
+    g.register_output(b.value("aten::neg", [xv]))
+    m._kiln_define_method("forward", g)               # redefined method; score calls it
+    assert_close(m(x), -x)
+    assert_close(m.score(x), (-x).sum())
+
+
+def test_recursive_methods_are_rejected(pair: tuple[Eager, ScriptModule]) -> None:
+    _, m = pair
+    m._kiln_define_method("forward", m.score.graph.copy())   # forward -> forward -> ...
+    with pytest.raises(IRError, match="recursion"):
+        m(torch.randn(1, 3))
 
 
 def test_to_float64_converts_constants() -> None:
@@ -562,6 +582,172 @@ def test_script_function_views() -> None:
     fn = ScriptFunction("double_it", if_graph())
     assert fn.name == "double_it" and "double_it" in repr(fn)
     assert fn.graph is not fn.inlined_graph
-    assert "def double_it(" in fn.source
-    code = pytest.importorskip("kiln.ir.pycode")
-    assert isinstance(code.graph_to_code(fn.graph, fn.name), str)
+    assert "def double_it(" in fn.source and "def double_it(" in fn.code
+
+
+def test_module_views(pair: tuple[Eager, ScriptModule]) -> None:
+    _, m = pair
+    assert m.graph is m.forward.graph
+    assert "def forward(self" in m.code and "def score(self" in m.score.code
+    for name in ("forward", "score"):
+        verify(getattr(m, name).inlined_graph)
+    assert m.method_names == ["forward", "score"]
+    assert "self._modules" not in m.forward.source       # pinned: dicts are closure cells
+
+
+# -- passes ---------------------------------------------------------------------------------------
+
+def test_dce_removes_unused_pure_nodes_and_constants() -> None:
+    g, b, (x,) = new_graph(("x", TENSOR))
+    b.value("aten::neg", [b.value("aten::tanh", [x])])          # dead chain
+    b.constant(7)
+    kept = b.value("aten::relu", [x])
+    b.op("aten::dropout", [x, b.constant(0.5), b.constant(True)])   # nondeterministic: kept
+    g.register_output(kept)
+    assert run_pipeline(g, ["dce"], verify=True)
+    assert [n.kind for n in g.nodes] == ["aten::relu", "prim::Constant", "prim::Constant", "aten::dropout"]
+    assert not eliminate_dead_code(g)
+    assert "dce" in PASSES
+
+
+def test_dce_prunes_if_outputs_and_keeps_effects() -> None:
+    g, b, (x, flag) = new_graph(("x", TENSOR), ("flag", BoolType))
+    node = b.if_(flag, [TENSOR, TENSOR])
+    with b.at_end(node.blocks[0]):
+        node.blocks[0].register_output(x)
+        node.blocks[0].register_output(b.value("aten::tanh", [x]))
+    with b.at_end(node.blocks[1]):
+        b.raise_exception("boom", "ValueError")
+        node.blocks[1].register_output(b.value("aten::neg", [x]))
+        node.blocks[1].register_output(x)
+    pure_if = b.if_(flag, [TENSOR])                              # unused and effect-free: removed
+    for blk in pure_if.blocks:
+        with b.at_end(blk):
+            blk.register_output(b.value("aten::sigmoid", [x]))
+    g.register_output(node.outputs[0])
+    xs = torch.randn(3)
+    assert eliminate_dead_code(g)
+    assert len(nodes_of(g, "prim::If")) == 1 and len(node.outputs) == 1
+    assert not nodes_of(g, "aten::tanh") and not nodes_of(g, "aten::sigmoid")
+    assert nodes_of(g, "prim::RaiseException")
+    check_all(g, [xs, True], xs)
+    with pytest.raises(KilnRuntimeError, match="boom"):
+        compile_graph(g, "fn", self_arg=False)(xs, False)
+
+
+def test_dce_removes_dead_loop_carried_values() -> None:
+    g, b, (x, n) = new_graph(("x", TENSOR), ("n", IntType))
+    node, body = add_loop(b, n, b.constant(True), [x, b.constant(0)])
+    with b.at_end(body):
+        _, acc, count = body.inputs
+        body.register_output(b.constant(True))
+        body.register_output(b.value("aten::mul.Scalar", [acc, b.constant(2.0)]))
+        body.register_output(b.value("aten::add.int", [count, b.constant(1)]))   # feeds only itself
+    g.register_output(node.outputs[0])
+    xs = torch.randn(2)
+    assert eliminate_dead_code(g)
+    assert len(node.outputs) == 1 and len(node.inputs) == 3 and len(body.inputs) == 2
+    assert not nodes_of(g, "aten::add")
+    check_all(g, [xs, 3], xs * 8)
+    g2, b2, (x2, n2) = new_graph(("x", TENSOR), ("n", IntType))
+    loop2, body2 = add_loop(b2, n2, b2.constant(True), [x2])
+    with b2.at_end(body2):
+        body2.register_output(b2.constant(True))
+        body2.register_output(b2.value("aten::neg", [body2.inputs[1]]))
+    g2.register_output(x2)
+    assert eliminate_dead_code(g2) and not list(g2.nodes)    # a loop computing nothing used
+    g3, b3, (x3, n3) = new_graph(("x", TENSOR), ("n", IntType))
+    loop3, body3 = add_loop(b3, n3, b3.constant(True), [x3])
+    with b3.at_end(body3):
+        body3.register_output(b3.constant(True))
+        body3.register_output(b3.op("aten::dropout", [body3.inputs[1], b3.constant(0.5), b3.constant(True)]).output)
+    g3.register_output(x3)
+    eliminate_dead_code(g3)
+    assert nodes_of(g3, "prim::Loop") and nodes_of(g3, "aten::dropout")   # an effect inside: kept
+    verify(g3)
+
+
+def nested_modules() -> tuple[ScriptModule, torch.nn.Module]:
+    """outer.inner.fc: three levels of CallMethod, and the eager equivalent."""
+    lin = torch.nn.Linear(2, 2)
+    inner = ScriptModule("__torch__.Inner", "Inner")
+    inner.add_module("fc", linear_module(lin))
+    g, b, (s, x) = new_graph(("self", ClassType("__torch__.Inner")), ("x", TENSOR))
+    fc = b.get_attr(s, "fc", ClassType("__torch__.Linear"))
+    g.register_output(b.value("aten::tanh", [b.call_method(fc, "forward", [x], TENSOR)]))
+    inner._kiln_define_method("forward", g)
+    outer = ScriptModule("__torch__.Outer", "Outer")
+    outer.add_module("inner", inner)
+    g, b, (s, x) = new_graph(("self", ClassType("__torch__.Outer")), ("x", TENSOR))
+    sub = b.get_attr(s, "inner", ClassType("__torch__.Inner"))
+    once = b.call_method(sub, "forward", [x], TENSOR)
+    g.register_output(b.call_method(sub, "forward", [once], TENSOR))
+    outer._kiln_define_method("forward", g)
+    eager = torch.nn.Sequential(lin, torch.nn.Tanh(), lin, torch.nn.Tanh())
+    return outer, eager
+
+
+def test_inline_nested_calls() -> None:
+    outer, eager = nested_modules()
+    inlined = outer.inlined_graph
+    assert not nodes_of(inlined, "prim::CallMethod")
+    assert len(nodes_of(inlined, "aten::linear")) == 2
+    x = torch.randn(3, 2)
+    assert_close(interpret(inlined, [x], self_obj=outer), eager(x))
+    assert_close(outer(x), eager(x))
+    assert not inline_calls(outer.graph.copy(), lambda node: None)
+    verify(inlined)
+
+
+def test_inline_leaves_calls_on_plain_modules() -> None:
+    outer = ScriptModule("__torch__.Outer", "Outer")
+    outer.add_module("act", torch.nn.Softplus())
+    g, b, (s, x) = new_graph(("self", ClassType("__torch__.Outer")), ("x", TENSOR))
+    act = b.get_attr(s, "act", ClassType("__torch__.Softplus"))
+    g.register_output(b.call_method(act, "forward", [x], TENSOR))
+    outer._kiln_define_method("forward", g)
+    assert nodes_of(outer.inlined_graph, "prim::CallMethod")
+    x = torch.randn(4)
+    assert_close(outer(x), torch.nn.functional.softplus(x))
+
+
+def test_generated_source_is_safe_from_hostile_names() -> None:
+    hostile = "x; import os; os._exit(3)"
+    g, b, (x,) = new_graph(("x); import os; (", TENSOR))
+    holder = b.constant("it's \"quoted\"\n")
+    got = b.get_attr(x, hostile, TENSOR)
+    g.register_output(b.tuple([holder, got]))
+    cf = compile_graph(g, hostile, self_arg=False)
+    assert "import os" not in cf.source.replace(repr(hostile), "")
+    with pytest.raises(AttributeError):
+        cf(torch.ones(1))
+    call = b.graph.create("prim::CallMethod", [x], [TENSOR], {"name": hostile})
+    call.op = b.op("prim::CallMethod", [x], [TENSOR], name="m").op
+    b.insert(call)
+    g.register_output(call.output)
+    with pytest.raises(AttributeError):
+        compile_graph(g, "fn", self_arg=False)(torch.ones(1))
+
+
+def test_changes_deep_in_the_tree_recompile_only_dependents() -> None:
+    outer, eager = nested_modules()
+    bystander, _ = nested_modules()
+    x = torch.randn(3, 2)
+    assert_close(outer(x), eager(x))
+    bystander(x)
+    other = torch.nn.Linear(2, 2)
+    outer.inner.fc = linear_module(other)             # two levels down
+    assert not outer._kiln_compiled and bystander._kiln_compiled
+    assert_close(outer(x), torch.tanh(other(torch.tanh(other(x)))))
+
+
+@pytest.mark.gpu
+def test_cuda_moves_constants() -> None:
+    m = ScriptModule("__torch__.C", "C")
+    g, b, (_, x) = new_graph(("self", ClassType("__torch__.C")), ("x", TENSOR))
+    g.register_output(b.value("aten::add.Tensor", [x, b.constant(torch.ones(2)), b.constant(1)]))
+    m._kiln_define_method("forward", g)
+    m.cuda()
+    assert m(torch.zeros(2, device="cuda")).device.type == "cuda"
+    m.cpu()
+    assert_close(m(torch.zeros(2)), torch.ones(2))

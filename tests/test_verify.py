@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,8 +17,11 @@ from kiln.ir.graph import Graph, Node, SourceRange, Use, Value
 from kiln.ir.ops import registry
 from kiln.ir.types import (
     TENSOR,
+    AnyType,
     BoolType,
     ClassType,
+    DeviceType,
+    DtypeType,
     FloatType,
     IntType,
     ListType,
@@ -332,6 +336,21 @@ def test_constant_value_of_wrong_type() -> None:
     g = Graph()
     Builder(g).constant("text", IntType)
     fails(g, r"constant value 'text' does not fit its declared type int")
+
+
+def test_constants_fit_loosely_typed_declarations() -> None:
+    g = Graph()
+    b = Builder(g)
+    b.constant([1, 2], OptionalType(ListType(IntType)))
+    b.constant(None, OptionalType(TENSOR))
+    b.constant("cpu", DeviceType)                     # TorchScript's spelling of a device
+    b.constant(torch.float32, IntType)                # dtypes are ints in TorchScript graphs
+    b.constant(6, DtypeType)
+    b.constant(torch.ones(2, 3), TensorType(shape=(2, 3)))
+    b.constant(object(), AnyType)
+    verify(g)
+    b.constant(torch.ones(2), TensorType(shape=(2, 3)))
+    fails(g, r"does not fit its declared type Tensor\(2, 3\)")
 
 
 def test_get_attr_without_name() -> None:

@@ -173,20 +173,24 @@ def _kwarg_name(key: str, params: Sequence[Any]) -> Optional[str]:
 
 
 def _pack_varargs(positional: Sequence[Any], args: list[Any]) -> list[Any]:
-    """``x.view(2, 3)`` means ``view(x, [2, 3])``: pack trailing ints into an int list."""
-    for i, p in enumerate(positional):
-        if p.type == ListType(IntType) and i < len(args) and len(args) > i + 1 and \
-                i == len(positional) - 1 - _trailing_defaults(positional[i + 1:]):
-            if all(isinstance(a, int) and not isinstance(a, bool) for a in args[i:]):
-                return args[:i] + [list(args[i:])]
-    if len(positional) >= 1 and positional[0].type == ListType(IntType) and len(args) > 1 and \
-            all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-        return [list(args)]
+    """``x.view(2, 3)`` means ``view(x, [2, 3])``; ``x.view(-1)`` means ``view(x, [-1])``.
+
+    As in PyTorch's argument parser, this applies only when the int list is the last
+    positional parameter (``x.roll(1, 1)`` binds ``shifts`` and ``dims`` one each)."""
+    last = len(positional) - 1
+    if last < 0 or positional[last].type != ListType(IntType) or len(args) <= last:
+        return args
+    rest = args[last:]
+    if all(_is_int_like(a) for a in rest) and (len(rest) > 1 or positional[last].fixed_size is None):
+        return args[:last] + [list(rest)]
     return args
 
 
-def _trailing_defaults(params: Sequence[Any]) -> int:
-    return sum(1 for p in params if p.has_default)
+def _is_int_like(a: Any) -> bool:
+    """An int, or a 0-dim integer tensor (PyTorch reads those through ``__index__``)."""
+    if isinstance(a, torch.Tensor):
+        return a.dim() == 0 and not a.is_floating_point() and not a.is_complex() and a.dtype != torch.bool
+    return isinstance(a, int) and not isinstance(a, bool)
 
 
 def _coerce(t: Type, v: Any, fixed: Optional[int]) -> Any:
@@ -242,6 +246,8 @@ def accepts(t: Type, v: Any, lenient: bool, is_int: Callable[[Any], bool],
 
 
 def _accepts_number(t: Type, v: Any, lenient: bool) -> bool:
+    if isinstance(v, torch.Tensor):
+        return lenient and t == IntType and _is_int_like(v)
     if isinstance(v, bool):
         return t in (BoolType, NumberType) or (lenient and t == IntType)
     if isinstance(v, int):

@@ -398,9 +398,9 @@ def trace(func: Any, example_inputs: Optional[Inputs] = None, *, check_trace: bo
 def _check(original: Callable[..., Any], traced: Callable[..., Any], inputs: list[tuple[Any, ...]],
            kwargs: dict[str, Any], tol: float) -> None:
     """Re-run the trace and the original on each input set and compare."""
-    graph = getattr(traced, "graph", None)
-    if graph is not None and not _deterministic(graph):
-        warn_at_user("the trace has nondeterministic or state-changing nodes; check_trace skipped")
+    graph = getattr(traced, "inlined_graph", None)
+    if graph is not None and not _checkable(graph):
+        warn_at_user("the trace has nondeterministic nodes or changes module state; check_trace skipped")
         return
     for i, args in enumerate(inputs):
         label = "the example inputs" if i == 0 else f"check_inputs[{i - 1}]"
@@ -417,9 +417,19 @@ def _check(original: Callable[..., Any], traced: Callable[..., Any], inputs: lis
             raise TracingCheckError(f"the trace disagrees with Python on {label}:\n{e}") from None
 
 
-def _deterministic(graph: Graph) -> bool:
+def _checkable(graph: Graph) -> bool:
+    """Whether re-running the graph is harmless and repeatable: no random ops, and no writes to
+    module state (a value read by ``prim::GetAttr``, or a view of one through a first input)."""
+    state: set[Value] = set()
     for n in graph.all_nodes():
-        if n.op is not None and (n.op.nondeterministic or n.op.schema.is_mutable):
+        if n.kind == "prim::GetAttr" or (n.inputs and n.inputs[0] in state and n.outputs):
+            state.update(n.outputs)
+        if n.op is None:
+            continue
+        if n.op.nondeterministic:
+            return False
+        written = (v for v, a in zip(n.inputs, n.op.schema.arguments) if a.is_write)
+        if any(v in state for v in written):
             return False
     return True
 

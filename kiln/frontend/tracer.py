@@ -297,11 +297,13 @@ class Tracer(TorchFunctionMode):
         if found is not None:
             return found
         if isinstance(obj, torch.Tensor):
-            return self._tensor_value(obj)
+            value = self._tensor_value(obj)
+            if expected == IntType:  # a 0-dim integer tensor used as a size
+                return frame.builder.value("aten::Int.Tensor", [value])
+            return value
         if isinstance(obj, (list, tuple)) and _is_dynamic(frame, obj):
             return self._sequence_value(obj, expected)
-        if isinstance(obj, tuple) and isinstance(_strip_optional(expected), ListType):
-            obj = list(obj)  # a tuple given for a list argument (stride=(1, 1)) is a list
+        obj = _as_expected(obj, _strip_optional(expected))
         return frame.builder.constant(obj, _constant_type(obj, expected))
 
     def _tensor_value(self, t: torch.Tensor) -> Value:
@@ -391,6 +393,16 @@ def _contains_tensor(obj: Any) -> bool:
 def _is_dynamic(frame: Frame, seq: Any) -> bool:
     return any(isinstance(x, torch.Tensor) or frame.lookup(x) is not None or
                (isinstance(x, (list, tuple)) and _is_dynamic(frame, x)) for x in seq)
+
+
+def _as_expected(obj: Any, expected: Type) -> Any:
+    """A Python constant in the form the parameter declares: a tuple given for a list is a
+    list (``stride=(1, 1)``), an int given for a float is a float (``scale_factor=2``)."""
+    if isinstance(obj, (tuple, list)) and isinstance(expected, ListType):
+        return [_as_expected(o, expected.elem) for o in obj]
+    if expected == FloatType and isinstance(obj, int) and not isinstance(obj, bool):
+        return float(obj)
+    return obj
 
 
 def _strip_optional(t: Type) -> Type:

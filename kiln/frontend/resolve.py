@@ -84,6 +84,9 @@ class Resolved:
 
 def operator_name(func: Callable[..., Any]) -> Optional[tuple[str, bool]]:
     """The ``aten::`` name a builtin torch callable stands for, and whether args are swapped."""
+    if isinstance(func, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        # torch.ops.<ns>.<op>[.<overload>]: already an operator, in its own namespace.
+        return _dispatcher_name(func), False
     name = getattr(func, "__name__", None)
     if name is None:
         return None
@@ -93,6 +96,12 @@ def operator_name(func: Callable[..., Any]) -> Optional[tuple[str, bool]]:
     if isinstance(func, types.FunctionType):
         return None  # Python-level: run its body (see `unchecked`)
     return f"aten::{name}", False
+
+
+def _dispatcher_name(op: Any) -> str:
+    if isinstance(op, torch._ops.OpOverload):
+        return str(op._schema.name)
+    return str(op._qualified_op_name)
 
 
 def method_alias(func: Callable[..., Any]) -> Optional[tuple[str, dict[str, Any]]]:

@@ -308,9 +308,11 @@ def test_resolve_overload_directly() -> None:
     # TorchScript passes dtypes as int
     to = resolve_overload("aten::to", [TENSOR, IntType, BoolType, BoolType, NoneType], 1)
     assert to.schema.qualified == "aten::to.dtype"
-    # a tuple binds a list argument, as Python binds it
-    pool = resolve_overload("aten::max_pool2d", [TENSOR, TupleType((IntType, IntType))], 1)
+    # a list argument takes a list (the verifier applies the same rule: kiln.ir.types.accepts)
+    pool = resolve_overload("aten::max_pool2d", [TENSOR, ListType(IntType)], 1)
     assert pool is registry.get("aten::max_pool2d")
+    with pytest.raises(IRParseError, match="no overload of aten::max_pool2d"):
+        resolve_overload("aten::max_pool2d", [TENSOR, TupleType((IntType, IntType))], 1)
     with pytest.raises(IRParseError, match="unknown operator"):
         resolve_overload("nosuch::op", [], 1)
     with pytest.raises(IRParseError, match="no overload of aten::add accepts"):

@@ -35,23 +35,16 @@ from kiln.ir.graph import Block, Graph, Node, SourceRange, Value
 from kiln.ir.ops import OpInfo, Schema, registry
 from kiln.ir.printer import Opaque
 from kiln.ir.types import (
-    AnyType,
     BoolType,
     DeviceType,
-    DictType,
-    DtypeType,
-    IntType,
-    LayoutType,
     ListType,
-    MemoryFormatType,
     NamedTupleType,
-    NoneType,
     OptionalType,
     TensorType,
     TupleType,
     Type,
     TypeParser,
-    is_subtype,
+    accepts,
 )
 
 __all__ = ["parse_graph", "resolve_overload"]
@@ -134,34 +127,6 @@ def _coerce(value: object, declared: Optional[Type]) -> object:
 
 # -- overload resolution ----------------------------------------------------------------------
 
-_ENUM_LIKE = (DtypeType, LayoutType, MemoryFormatType)
-
-
-def _accepts(sub: Type, sup: Type) -> bool:
-    """Whether an input of type ``sub`` may bind a schema argument of type ``sup``.
-
-    Beyond :func:`is_subtype`: ``Any`` inside a schema type stands for a type variable
-    (``t[]`` is read as ``Any[]``), TorchScript passes dtypes, layouts and memory formats as
-    ``int``, and a tuple may bind a list argument whose element type fits all its items."""
-    if sup == AnyType or is_subtype(sub, sup):
-        return True
-    if sup in _ENUM_LIKE:
-        return sub == IntType
-    if isinstance(sup, OptionalType):
-        inner = sub.elem if isinstance(sub, OptionalType) else sub
-        return sub == NoneType or _accepts(inner, sup.elem)
-    if isinstance(sup, ListType) and isinstance(sub, ListType):
-        return _accepts(sub.elem, sup.elem)
-    if isinstance(sup, ListType) and isinstance(sub, TupleType):
-        # a tuple constant for an int[] argument (``stride=(1, 1)``) binds as Python binds it
-        return all(_accepts(e, sup.elem) for e in sub.elems)
-    if isinstance(sup, TupleType) and isinstance(sub, (TupleType, NamedTupleType)):
-        return len(sub.elems) == len(sup.elems) and all(map(_accepts, sub.elems, sup.elems))
-    if isinstance(sup, DictType) and isinstance(sub, DictType):
-        return _accepts(sub.key, sup.key) and _accepts(sub.value, sup.value)
-    return False
-
-
 def _score(schema: Schema, types: Sequence[Type], n_outputs: int) -> Optional[tuple[int, int, int]]:
     """How well ``schema`` fits a node (higher is better), or None when it does not accept it.
 
@@ -177,7 +142,7 @@ def _score(schema: Schema, types: Sequence[Type], n_outputs: int) -> Optional[tu
     for t, a in zip(types, args):
         if t == a.type or (isinstance(t, TensorType) and isinstance(a.type, TensorType)):
             exact += 1
-        elif not _accepts(t, a.type):
+        elif not accepts(a.type, t, fixed_size=a.fixed_size):
             return None
     outputs_fit = schema.is_varret or len(schema.returns) == n_outputs
     return int(outputs_fit), exact, -max(0, len(args) - len(types))

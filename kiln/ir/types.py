@@ -13,6 +13,7 @@ Types are immutable, hashable values.  Each has two spellings:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional as Opt
 
@@ -284,6 +285,64 @@ def unify(a: Type, b: Type) -> Opt[Type]:
         if all(p is not None for p in parts):
             return TupleType(tuple(p for p in parts if p is not None))
     return None
+
+
+_INT_ENUMS = (DtypeType, LayoutType, MemoryFormatType)
+
+
+@functools.lru_cache(maxsize=4096)   # types are immutable and few; graphs repeat them a lot
+def accepts(expected: Type, actual: Type, *, fixed_size: Opt[int] = None) -> bool:
+    """Whether a value of type ``actual`` may be passed where a schema expects ``expected``.
+
+    This is :func:`is_subtype` plus the conversions TorchScript applies at call sites: an int
+    where a float is expected, ints for dtypes/layouts/memory formats (and back), None for
+    an Optional, a single int for a fixed-size ``int[N]`` argument, and covariant containers
+    (``List[Float(3)]`` for ``List[Tensor]``, any list for ``t[]``).  ``Any`` -- the dynamic
+    type -- is accepted everywhere: the runtime checks it.
+    """
+    if actual == AnyType or is_subtype(actual, expected):
+        return True
+    if expected == FloatType and actual == IntType:
+        return True
+    if (expected in _INT_ENUMS and actual == IntType) or (expected == IntType and actual in _INT_ENUMS):
+        return True
+    if isinstance(expected, OptionalType):
+        inner = actual.elem if isinstance(actual, OptionalType) else actual
+        return inner == NoneType or accepts(expected.elem, inner, fixed_size=fixed_size)
+    if isinstance(expected, ListType) and fixed_size is not None and actual == expected.elem:
+        return True
+    if isinstance(expected, UnionType):
+        members = actual.elems if isinstance(actual, UnionType) else (actual,)
+        return all(any(accepts(e, m) for e in expected.elems) for m in members)
+    return _accepts_container(expected, actual)
+
+
+def _accepts_container(expected: Type, actual: Type) -> bool:
+    """Covariant containers; elements get no scalar conversions (``List[int]`` is no ``List[float]``)."""
+    def elem_ok(e: Type, a: Type) -> bool:
+        return a == AnyType or e == AnyType or is_subtype(a, e) or (
+            isinstance(e, (OptionalType, UnionType, ListType, TupleType, DictType))
+            and _accepts_container_or_optional(e, a))
+    if isinstance(expected, ListType) and isinstance(actual, ListType):
+        return elem_ok(expected.elem, actual.elem)
+    if isinstance(expected, TupleType) and isinstance(actual, (TupleType, NamedTupleType)):
+        return len(expected.elems) == len(actual.elems) and all(
+            elem_ok(e, a) for e, a in zip(expected.elems, actual.elems))
+    if isinstance(expected, DictType) and isinstance(actual, DictType):
+        return elem_ok(expected.key, actual.key) and elem_ok(expected.value, actual.value)
+    if isinstance(expected, FutureType) and isinstance(actual, FutureType):
+        return elem_ok(expected.elem, actual.elem)
+    return False
+
+
+def _accepts_container_or_optional(expected: Type, actual: Type) -> bool:
+    if isinstance(expected, OptionalType):
+        inner = actual.elem if isinstance(actual, OptionalType) else actual
+        return inner == NoneType or is_subtype(inner, expected.elem) or \
+            _accepts_container(expected.elem, inner)
+    if isinstance(expected, UnionType):
+        return any(is_subtype(actual, e) or _accepts_container(e, actual) for e in expected.elems)
+    return _accepts_container(expected, actual)
 
 
 def type_of_value(v: object) -> Type:

@@ -95,3 +95,35 @@ def _quiet_jit_for_marked_tests(request: pytest.FixtureRequest) -> Iterator[None
         return
     with suppress_jit_warnings():
         yield
+
+
+# -- every graph the tests produce is well formed and round-trips through text ---------------------
+
+def check_graph(graph: object) -> None:
+    """The verifier passes and ``parse(print(g))`` prints ``g`` identically."""
+    from kiln.ir.parser import parse_graph
+    from kiln.ir.verify import verify
+    verify(graph)  # type: ignore[arg-type]
+    text = str(graph)
+    again = str(parse_graph(text))
+    assert again == text, f"graph text does not round-trip:\n{text}\n---\n{again}"
+
+
+@pytest.fixture(autouse=True)
+def _every_graph_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check each graph as it becomes a Kiln function or method (traced, frozen or built by hand)."""
+    from kiln.runtime import module
+
+    define = module.ScriptModule._kiln_define_method
+    init = module.ScriptFunction.__init__
+
+    def checked_define(self: module.ScriptModule, name: str, graph: object) -> None:
+        check_graph(graph)
+        define(self, name, graph)  # type: ignore[arg-type]
+
+    def checked_init(self: module.ScriptFunction, name: str, graph: object) -> None:
+        check_graph(graph)
+        init(self, name, graph)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module.ScriptModule, "_kiln_define_method", checked_define)
+    monkeypatch.setattr(module.ScriptFunction, "__init__", checked_init)

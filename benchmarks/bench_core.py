@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("eager", "torchscript", "kiln")
+CONTENDERS = ("eager", "torchscript", "kiln", "kiln-frozen")
 
 # -- the models ---------------------------------------------------------------------------------
 
@@ -181,15 +181,21 @@ def import_kiln() -> Any:
     return kiln
 
 
-def build_kiln(model: nn.Module, inputs: tuple[torch.Tensor, ...], verbose: bool) -> Contender:
+def build_kiln(model: nn.Module, inputs: tuple[torch.Tensor, ...], verbose: bool,
+               frozen: bool = False) -> Contender:
+    """Kiln's trace of the model; with ``frozen``, ``kiln.freeze`` of it (the counterpart of the
+    TorchScript contender, which is frozen too)."""
+    name = "kiln-frozen" if frozen else "kiln"
     try:
         kiln = import_kiln()
         fn = kiln.trace(model.eval(), inputs)
+        if frozen:
+            fn = kiln.freeze(fn)
     except Exception as e:
         if verbose:
             traceback.print_exc()
-        return Contender("kiln", status="FAILED", note=f"kiln.trace raised {_short(e)}")
-    return Contender("kiln", fn)
+        return Contender(name, status="FAILED", note=f"{'kiln.freeze' if frozen else 'kiln.trace'} raised {_short(e)}")
+    return Contender(name, fn)
 
 
 def build_contenders(case: Case, names: Sequence[str], verbose: bool) -> list[Contender]:
@@ -198,6 +204,7 @@ def build_contenders(case: Case, names: Sequence[str], verbose: bool) -> list[Co
         "eager": lambda: Contender("eager", model),
         "torchscript": lambda: build_torchscript(model, case.inputs),
         "kiln": lambda: build_kiln(model, case.inputs, verbose),
+        "kiln-frozen": lambda: build_kiln(model, case.inputs, verbose, frozen=True),
     }
     contenders = [builders[n]() for n in names]
     expected = model(*case.inputs)
@@ -377,7 +384,8 @@ def print_report(info: dict[str, Any], timings: list[Timing], args: argparse.Nam
         Console(width=max(100, Console().width)).print(table)
     for model, r in kiln_summary(timings).items() if "kiln" in args.contenders else ():
         print(f"{model}: kiln/torchscript = {_fmt(r['kiln/torchscript'], '.2f')}, "
-              f"kiln/eager = {_fmt(r['kiln/eager'], '.2f')}")
+              f"kiln/eager = {_fmt(r['kiln/eager'], '.2f')}, "
+              f"kiln-frozen/torchscript = {_fmt(r['kiln-frozen/torchscript'], '.2f')}")
     if notes:
         print("\n" + "\n".join(notes))
 
@@ -385,7 +393,9 @@ def print_report(info: dict[str, Any], timings: list[Timing], args: argparse.Nam
 def kiln_summary(timings: list[Timing]) -> dict[str, dict[str, float | None]]:
     models = dict.fromkeys(t.model for t in timings)
     return {m: {"kiln/torchscript": ratio(timings, m, "kiln", "torchscript"),
-                "kiln/eager": ratio(timings, m, "kiln", "eager")} for m in models}
+                "kiln/eager": ratio(timings, m, "kiln", "eager"),
+                "kiln-frozen/torchscript": ratio(timings, m, "kiln-frozen", "torchscript")}
+            for m in models}
 
 
 def write_json(path: str, info: dict[str, Any], timings: list[Timing], args: argparse.Namespace) -> None:

@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "trace": "kiln.frontend.trace",
     "trace_module": "kiln.frontend.trace",
+    "freeze": "kiln.passes.freeze",
     "ScriptModule": "kiln.runtime.module",
     "ScriptFunction": "kiln.runtime.module",
     "Graph": "kiln.ir.graph",

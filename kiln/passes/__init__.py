@@ -7,7 +7,8 @@ of names, run by :func:`run_pipeline`::
     run_pipeline(graph, ["dce"])
 
 Passes that need more than the graph (``inline_calls`` needs a resolver saying which graph a
-call runs) are plain functions in their modules and are not registered here.
+call runs) are plain functions in their modules and are not registered here; so is
+:func:`kiln.freeze` (:mod:`kiln.passes.freeze`), which takes a module and returns a new one.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from collections.abc import Callable, Sequence
 from kiln.errors import KilnError
 from kiln.ir.graph import Graph
 from kiln.passes.dce import eliminate_dead_code
+from kiln.passes.fold_conv_bn import fold_conv_bn
 from kiln.passes.inline import inline_calls
+from kiln.passes.remove_dropout import remove_dropout
 
 Pass = Callable[[Graph], bool]
 
 PASSES: dict[str, Pass] = {
     "dce": eliminate_dead_code,
+    "fold_conv_bn": fold_conv_bn,
+    "remove_dropout": remove_dropout,
 }
 
 
@@ -43,4 +48,5 @@ def run_pipeline(graph: Graph, names: Sequence[str], *, verify: bool = False) ->
     return changed
 
 
-__all__ = ["PASSES", "Pass", "eliminate_dead_code", "inline_calls", "run_pipeline"]
+__all__ = ["PASSES", "Pass", "eliminate_dead_code", "fold_conv_bn", "inline_calls", "remove_dropout",
+           "run_pipeline"]

@@ -20,6 +20,7 @@ from kiln.ir.graph import Graph
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.fold_conv_bn import fold_conv_bn
 from kiln.passes.inline import inline_calls
+from kiln.passes.inplace_activations import inplace_activations
 from kiln.passes.remove_dropout import remove_dropout
 
 Pass = Callable[[Graph], bool]
@@ -27,6 +28,7 @@ Pass = Callable[[Graph], bool]
 PASSES: dict[str, Pass] = {
     "dce": eliminate_dead_code,
     "fold_conv_bn": fold_conv_bn,
+    "inplace_activations": inplace_activations,
     "remove_dropout": remove_dropout,
 }
 
@@ -48,5 +50,5 @@ def run_pipeline(graph: Graph, names: Sequence[str], *, verify: bool = False) ->
     return changed
 
 
-__all__ = ["PASSES", "Pass", "eliminate_dead_code", "fold_conv_bn", "inline_calls", "remove_dropout",
-           "run_pipeline"]
+__all__ = ["PASSES", "Pass", "eliminate_dead_code", "fold_conv_bn", "inline_calls",
+           "inplace_activations", "remove_dropout", "run_pipeline"]

@@ -12,7 +12,7 @@ method named in ``preserved_attrs``) runs a graph in which
    tensor constants the graphs already had are cloned too;
 3. a ``prim::If`` whose condition became a constant is replaced by the branch it takes (this
    is what makes ``kiln.trace(..., respect_mode=True)`` modules freeze to their eval path);
-4. the graph passes ``remove_dropout``, ``fold_conv_bn`` and ``dce`` run.
+4. the graph passes ``remove_dropout``, ``fold_conv_bn``, ``dce`` and ``inplace_activations`` run.
 
 Before (a traced ``Conv2d`` + ``BatchNorm2d``, inlined)::
 
@@ -59,9 +59,10 @@ from kiln.runtime.module import ScriptModule
 
 Path = tuple[str, ...]
 
-# exact rewrites first, so fold_conv_bn sees batch norms no longer separated by dropout
-OPTIMIZATIONS = ("remove_dropout", "fold_conv_bn", "dce")
-_EXACT = ("remove_dropout", "dce")
+# exact rewrites first, so fold_conv_bn sees batch norms no longer separated by dropout;
+# activations go in place last, once folding has settled which results are fresh
+OPTIMIZATIONS = ("remove_dropout", "fold_conv_bn", "dce", "inplace_activations")
+_EXACT = ("remove_dropout", "dce", "inplace_activations")
 _LITERALS = (bool, int, float, complex, str, torch.device, torch.dtype, torch.layout,
              torch.memory_format)
 

@@ -33,7 +33,7 @@ from kiln.frontend.tracer import (
 from kiln.frontend.values import TracedFloat, TracedInt
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, Value, clone_block_into
-from kiln.ir.types import BoolType, ClassType, unify
+from kiln.ir.types import BoolType, ClassType, ListType, unify
 from kiln.runtime.module import ScriptFunction, ScriptModule
 
 _ORIGINAL_CALL = torch.nn.Module.__call__
@@ -192,10 +192,12 @@ def _is_traced(frame: Frame, obj: Any) -> bool:
 def structure_value(tracer: Tracer, obj: Any) -> Value:
     """The IR value of an input/output structure in the current frame."""
     b = tracer.frame.builder
-    if isinstance(obj, tuple) and not (tracer.frame.lookup(obj) is not None):
+    if isinstance(obj, tuple):
         return b.tuple([structure_value(tracer, o) for o in obj])
     if isinstance(obj, list):
-        return b.list([structure_value(tracer, o) for o in obj], _list_elem(obj))
+        list_type = structure_type(obj)
+        assert isinstance(list_type, ListType)
+        return b.list([structure_value(tracer, o) for o in obj], list_type.elem)
     if isinstance(obj, dict):
         keys = [b.constant(k) for k in obj]
         vals = [structure_value(tracer, v) for v in obj.values()]
@@ -206,11 +208,6 @@ def structure_value(tracer: Tracer, obj: Any) -> Value:
         return b.constant(obj)
     raise TracingError(f"kiln.trace cannot use a {type(obj).__name__} as an input or output; "
                        "use tensors, numbers, and tuples, lists or dicts of them")
-
-
-def _list_elem(obj: list[Any]) -> Any:
-    t = structure_type(obj)
-    return getattr(t, "elem", None)
 
 
 def bind_structure(tracer: Tracer, obj: Any, value: Value) -> None:

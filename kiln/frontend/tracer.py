@@ -51,8 +51,10 @@ from kiln.ir.types import (
     unify,
 )
 
-_SKIP_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-              os.path.dirname(os.path.abspath(torch.__file__)))
+# Frames in these package folders are library code, not the user's (trailing separator: so
+# that a sibling folder such as ``kiln_extras`` or ``torchvision`` is not mistaken for them).
+_SKIP_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+              os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
 
 
 _KILN_DIR = _SKIP_DIRS[0]

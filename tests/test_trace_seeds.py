@@ -219,3 +219,66 @@ def test_cpu_trace_runs_on_cuda() -> None:
     cell.cuda()
     x, h = torch.rand(3, 4, device="cuda"), torch.rand(3, 4, device="cuda")
     torch.testing.assert_close(traced(x, h), cell(x, h))
+
+
+# -- each Python conversion of a tensor warns at the user's line -----------------------------------
+
+def uses_int(x: torch.Tensor) -> torch.Tensor:
+    n = int(x.sum())
+    return x * n
+
+
+def uses_float(x: torch.Tensor) -> torch.Tensor:
+    return x + float(x.max())
+
+
+def uses_item(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean().item()
+
+
+def uses_tolist(x: torch.Tensor) -> torch.Tensor:
+    return x * len(x.tolist())
+
+
+BAKED = torch.arange(4.0)
+
+
+def uses_global_tensor(x: torch.Tensor) -> torch.Tensor:
+    return x + BAKED
+
+
+@pytest.mark.parametrize("fn,kind", [(uses_int, "guarded"), (uses_float, "guarded"), (uses_item, "dynamic"),
+                                     (uses_tolist, "baked"), (uses_global_tensor, "baked")])
+def test_python_conversions_warn_at_the_user_line(fn: object, kind: str) -> None:
+    x = torch.arange(4.0)
+    with pytest.warns(kiln.TracerWarning, match=r"test_trace_seeds\.py:\d+"):
+        traced = kiln.trace(fn, (x,))  # type: ignore[arg-type]
+    torch.testing.assert_close(traced(x), fn(x))  # type: ignore[operator]
+    y = torch.arange(4.0) * 3 + 1
+    if kind == "dynamic":  # .item() stays a value computed from the input
+        torch.testing.assert_close(traced(y), fn(y))  # type: ignore[operator]
+    elif kind == "guarded":  # int(t) / float(t) are fixed, and checked: never silently wrong
+        with pytest.raises(kiln.KilnRuntimeError, match="other branch"):
+            traced(y)
+
+
+def test_keyword_example_inputs() -> None:
+    def f(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return x * scale
+    x, s = torch.rand(3), torch.rand(3)
+    traced = kiln.trace(f, example_kwarg_inputs={"scale": s, "x": x})
+    assert [v.name for v in traced.graph.inputs] == ["x", "scale"]
+    torch.testing.assert_close(traced(x, s), f(x, s))
+
+
+def test_traced_size_comparison_is_guarded() -> None:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        if x.size(0) > 2:
+            return x * 2
+        return x
+    with pytest.warns(kiln.TracerWarning, match="traced size"):
+        traced = kiln.trace(f, (torch.rand(4, 3),))
+    y = torch.rand(6, 3)
+    torch.testing.assert_close(traced(y), f(y))
+    with pytest.raises(kiln.KilnRuntimeError, match="other branch"):
+        traced(torch.rand(2, 3))

@@ -364,8 +364,9 @@ class Tracer(TorchFunctionMode):
         where = _where()
         warn_at_user(f"{what} is used as a Python bool; the trace keeps the branch taken "
                      f"({expected}) and checks it at run time")
-        b.guard(cond, f"kiln.trace recorded {what} == {expected} at {where}; this input takes the "
-                      "other branch, which the trace does not contain (script this code instead)")
+        b.guard(cond, f"this input takes another path than the trace: at {where}, {what} was "
+                      f"{expected} when traced and is not now, and the trace does not contain the "
+                      "other branch (script this code instead)")
 
 
 def run_op(op: OpInfo, args: list[Any]) -> Any:
@@ -511,15 +512,27 @@ def _h_bool(tr: Tracer, func: Callable[..., Any], args: Any, kwargs: dict[str, A
 
 
 def _h_number(tr: Tracer, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+    """``.item()`` stays a traced number; ``int(t)``/``float(t)`` are baked and guarded.
+
+    Python's ``int()`` and ``float()`` turn whatever ``__int__``/``__float__`` return into a
+    plain number, so their result cannot stay dynamic: the trace keeps the value it saw and
+    checks at run time that the tensor still holds it."""
     t = args[0]
-    want_float = func.__name__ == "__float__" or (func.__name__ == "item" and t.is_floating_point())
-    if func.__name__ == "item" and t.dtype == torch.bool:
+    name = func.__name__
+    if name == "item" and t.dtype == torch.bool:
         return _h_bool(tr, func, args, kwargs)
-    warn_at_user(f"converting a tensor to a Python {'float' if want_float else 'int'} "
-                 f"({func.__name__}); the value stays dynamic in arithmetic, but Python control "
-                 "flow on it is fixed at trace time")
-    name = "aten::Float.Tensor" if want_float else "aten::Int.Tensor"
-    return tr.call_op(name, (t,), {})
+    want_float = name == "__float__" or (name == "item" and t.is_floating_point())
+    op = "aten::Float" if want_float else "aten::Int"
+    if name == "item":
+        warn_at_user("converting a tensor to a Python number (item); the value stays dynamic in "
+                     "arithmetic, but Python control flow on it is fixed at trace time")
+        return tr.call_op(op, (t,), {})
+    seen = tr.call_op(op, (t,), {})
+    b = tr.frame.builder
+    kind = "float" if want_float else "int"
+    same = b.value(f"aten::eq.{kind}", [tr.value_of(seen), b.constant(seen.__class__.__base__(seen))])
+    tr.guard(same, True, f"{kind}(tensor) == {seen!r}")
+    return seen.__class__.__base__(seen)
 
 
 def _h_tolist(tr: Tracer, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:

@@ -26,14 +26,13 @@ from kiln.frontend.tracer import (
     Frame,
     Tracer,
     qualified_class_name,
-    structure_type,
     user_location,
     warn_at_user,
 )
 from kiln.frontend.values import TracedFloat, TracedInt
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, Value, clone_block_into
-from kiln.ir.types import BoolType, ClassType, ListType, unify
+from kiln.ir.types import BoolType, ClassType, ListType, type_of_value, unify
 from kiln.runtime.module import ScriptFunction, ScriptModule
 
 _ORIGINAL_CALL = torch.nn.Module.__call__
@@ -86,7 +85,7 @@ class _Session:
         inputs = [(n, _as_traced_number(v)) for n, v in _bind_inputs(fn, args, kwargs)]
         with self.tracer.in_frame(frame):
             for name, obj in inputs:
-                bind_structure(self.tracer, obj, graph.add_input(structure_type(obj), name))
+                bind_structure(self.tracer, obj, graph.add_input(type_of_value(obj), name))
             with _submodule_calls_traced(self), self.tracer.active():
                 result = fn(*[obj for _, obj in inputs])
             graph.register_output(structure_value(self.tracer, result))
@@ -102,12 +101,12 @@ class _Session:
         if entry is None or path is None:
             return _ORIGINAL_CALL(mod, *args, **kwargs)  # not part of the traced tree: inline
         sm, scope = entry
-        inputs = [(n, v) for n, v in _bind_inputs(mod.forward, args, kwargs) if _is_traced(parent, v)]
+        inputs = [(n, v) for n, v in _bind_inputs(mod.forward, args, kwargs) if parent.is_traced(v)]
         graph = Graph()
         child = Frame(graph, mod, graph.add_input(ClassType(sm.qualified_name), "self"), scope)
         with tracer.in_frame(child):
             for name, obj in inputs:
-                bind_structure(tracer, obj, graph.add_input(structure_type(obj), name))
+                bind_structure(tracer, obj, graph.add_input(type_of_value(obj), name))
             result = _ORIGINAL_CALL(mod, *args, **kwargs)
             out = structure_value(tracer, result)
             graph.register_output(out)
@@ -179,29 +178,19 @@ def _as_traced_number(obj: Any) -> Any:
     return obj
 
 
-def _is_traced(frame: Frame, obj: Any) -> bool:
-    if isinstance(obj, torch.Tensor) or frame.lookup(obj) is not None:
-        return True
-    if isinstance(obj, (list, tuple)):
-        return any(_is_traced(frame, o) for o in obj)
-    if isinstance(obj, dict):
-        return any(_is_traced(frame, o) for o in obj.values())
-    return False
-
-
 def structure_value(tracer: Tracer, obj: Any) -> Value:
     """The IR value of an input/output structure in the current frame."""
     b = tracer.frame.builder
     if isinstance(obj, tuple):
         return b.tuple([structure_value(tracer, o) for o in obj])
     if isinstance(obj, list):
-        list_type = structure_type(obj)
+        list_type = type_of_value(obj)
         assert isinstance(list_type, ListType)
         return b.list([structure_value(tracer, o) for o in obj], list_type.elem)
     if isinstance(obj, dict):
         keys = [b.constant(k) for k in obj]
         vals = [structure_value(tracer, v) for v in obj.values()]
-        return b.dict(keys, vals, structure_type(obj))
+        return b.dict(keys, vals, type_of_value(obj))
     if isinstance(obj, (torch.Tensor, TracedInt, TracedFloat)) or tracer.frame.lookup(obj) is not None:
         return tracer.value_of(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -217,14 +206,14 @@ def bind_structure(tracer: Tracer, obj: Any, value: Value) -> None:
     if isinstance(obj, (torch.Tensor, TracedInt, TracedFloat)):
         frame.bind(obj, value)
     elif isinstance(obj, (tuple, list)) and obj:
-        parts = b.unpack(value, [structure_type(o) for o in obj])
+        parts = b.unpack(value, [type_of_value(o) for o in obj])
         part: Value
         for o, part in zip(obj, parts):
             bind_structure(tracer, o, part)
     elif isinstance(obj, dict):
         for k, o in obj.items():
             op = "aten::__getitem__.Dict_str" if isinstance(k, str) else "aten::__getitem__.Dict_int"
-            bind_structure(tracer, o, b.value(op, [value, b.constant(k)], structure_type(o)))
+            bind_structure(tracer, o, b.value(op, [value, b.constant(k)], type_of_value(o)))
 
 
 # ---------------------------------------------------------------------------------------------

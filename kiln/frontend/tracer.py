@@ -35,20 +35,16 @@ from kiln.ir.ops import OpInfo, registry
 from kiln.ir.types import (
     TENSOR,
     AnyType,
-    BoolType,
+    ClassType,
     DeviceType,
-    DictType,
     FloatType,
     IntType,
     ListType,
     NoneType,
     OptionalType,
-    StrType,
     TensorType,
-    TupleType,
     Type,
     type_of_value,
-    unify,
 )
 
 # Frames in these package folders are library code, not the user's (trailing separator: so
@@ -119,6 +115,16 @@ class Frame:
         hit = self.objects.get(id(obj))
         return hit[1] if hit is not None and hit[0] is obj else None
 
+    def is_traced(self, obj: Any) -> bool:
+        """Whether ``obj`` is, or holds, a tensor or a value this frame traced."""
+        if isinstance(obj, torch.Tensor) or self.lookup(obj) is not None:
+            return True
+        if isinstance(obj, (list, tuple)):
+            return any(self.is_traced(o) for o in obj)
+        if isinstance(obj, dict):
+            return any(self.is_traced(o) for o in obj.values())
+        return False
+
     def attribute(self, path: tuple[str, ...], leaf_type: Type) -> Value:
         """``self.a.b.c`` as a chain of ``prim::GetAttr`` (each prefix emitted once)."""
         assert self.self_value is not None and self.module is not None
@@ -137,7 +143,6 @@ class Frame:
 
 
 def module_type(m: Any) -> Type:
-    from kiln.ir.types import ClassType
     return ClassType(qualified_class_name(type(m)))
 
 
@@ -303,7 +308,7 @@ class Tracer(TorchFunctionMode):
             if expected == IntType:  # a 0-dim integer tensor used as a size
                 return frame.builder.value("aten::Int.Tensor", [value])
             return value
-        if isinstance(obj, (list, tuple)) and _is_dynamic(frame, obj):
+        if isinstance(obj, (list, tuple)) and frame.is_traced(obj):
             return self._sequence_value(obj, expected)
         obj = _as_expected(obj, _strip_optional(expected))
         return frame.builder.constant(obj, _constant_type(obj, expected))
@@ -393,11 +398,6 @@ def _contains_tensor(obj: Any) -> bool:
     return False
 
 
-def _is_dynamic(frame: Frame, seq: Any) -> bool:
-    return any(isinstance(x, torch.Tensor) or frame.lookup(x) is not None or
-               (isinstance(x, (list, tuple)) and _is_dynamic(frame, x)) for x in seq)
-
-
 def _as_expected(obj: Any, expected: Type) -> Any:
     """A Python constant in the form the parameter declares: a tuple given for a list is a
     list (``stride=(1, 1)``), an int given for a float is a float (``scale_factor=2``)."""
@@ -435,36 +435,6 @@ def _observed_type(schema_type: Type, value: Any) -> Type:
             all(isinstance(v, torch.Tensor) for v in value):
         return ListType(TENSOR)
     return schema_type
-
-
-def structure_type(obj: Any) -> Type:
-    """The IR type of an input/output structure (tensors in tuples, lists and dicts)."""
-    if isinstance(obj, torch.Tensor):
-        return TensorType.of(obj)
-    if isinstance(obj, tuple):
-        return TupleType(tuple(structure_type(o) for o in obj))
-    if isinstance(obj, list):
-        elem: Optional[Type] = None
-        for o in obj:
-            t = structure_type(o)
-            elem = t if elem is None else unify(elem, t)
-        return ListType(elem or TENSOR)
-    if isinstance(obj, dict):
-        vals = [structure_type(v) for v in obj.values()]
-        val: Optional[Type] = vals[0] if vals else TENSOR
-        for t in vals[1:]:
-            val = unify(val, t) if val is not None else None
-        key = StrType if all(isinstance(k, str) for k in obj) else IntType
-        return DictType(key, val or AnyType)
-    if isinstance(obj, bool):
-        return BoolType
-    if isinstance(obj, int):
-        return IntType
-    if isinstance(obj, float):
-        return FloatType
-    if isinstance(obj, torch.device):
-        return DeviceType
-    return type_of_value(obj)
 
 
 # -- special torch functions ----------------------------------------------------------------
@@ -530,9 +500,10 @@ def _h_number(tr: Tracer, func: Callable[..., Any], args: Any, kwargs: dict[str,
     seen = tr.call_op(op, (t,), {})
     b = tr.frame.builder
     kind = "float" if want_float else "int"
-    same = b.value(f"aten::eq.{kind}", [tr.value_of(seen), b.constant(seen.__class__.__base__(seen))])
+    plain = float(seen) if want_float else int(seen)
+    same = b.value(f"aten::eq.{kind}", [tr.value_of(seen), b.constant(plain)])
     tr.guard(same, True, f"{kind}(tensor) == {seen!r}")
-    return seen.__class__.__base__(seen)
+    return plain
 
 
 def _h_tolist(tr: Tracer, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:

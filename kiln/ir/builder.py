@@ -24,6 +24,7 @@ from kiln.ir.types import (
     NoneType,
     OptionalType,
     StrType,
+    TensorType,
     TupleType,
     Type,
     type_of_value,
@@ -139,9 +140,9 @@ class Builder:
 
 def _common_elem(values: Sequence[Value]) -> Type:
     types = {v.type for v in values}
-    if all(isinstance(t, type(TENSOR)) for t in types):
+    if all(isinstance(t, TensorType) for t in types):
         return TENSOR
     if NoneType in types and len(types) == 2:
         other = next(t for t in types if t != NoneType)
-        return OptionalType(TENSOR if isinstance(other, type(TENSOR)) else other)
+        return OptionalType(TENSOR if isinstance(other, TensorType) else other)
     return AnyType

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import torch
+
 from kiln.errors import IRError
 from kiln.ir.types import Type
 
@@ -143,11 +145,6 @@ class Node:
         other.prev = self
         return self
 
-    def insert_after(self, other: Node) -> Node:
-        if other.next is None:
-            raise IRError("cannot insert after a block's return node")
-        return self.insert_before(other.next)
-
     def move_before(self, other: Node) -> None:
         self.unlink()
         self.insert_before(other)
@@ -170,15 +167,6 @@ class Node:
         self.remove_all_inputs()
         if self.owner is not None:
             self.unlink()
-
-    def is_before(self, other: Node) -> bool:
-        """Whether ``self`` comes before ``other`` in the same block."""
-        n = self.next
-        while n is not None:
-            if n is other:
-                return True
-            n = n.next
-        return False
 
     def __repr__(self) -> str:
         return f"<Node {self.kind}>"
@@ -226,9 +214,6 @@ class Block:
     def append(self, node: Node) -> Node:
         return node.insert_before(self.return_node)
 
-    def prepend(self, node: Node) -> Node:
-        assert self.param_node.next is not None
-        return node.insert_before(self.param_node.next)
 
 
 class Graph:
@@ -282,6 +267,13 @@ class Graph:
             env[v] = g.add_input(v.type, v.name)
         clone_block_into(self.block, g.block, env)
         return g
+
+
+def tensor_constants(graph: Graph) -> Iterator[Node]:
+    """The ``prim::Constant`` nodes (nested blocks included) whose value is a tensor."""
+    for n in graph.all_nodes():
+        if n.kind == "prim::Constant" and isinstance(n.attrs.get("value"), torch.Tensor):
+            yield n
 
 
 def walk(block: Block) -> Iterator[Node]:

@@ -149,8 +149,7 @@ prim("aten::len.t(Any[] a) -> int", len, lambda n, a: f"len({a[0]})")
 prim("aten::__getitem__.t(Any[] list, int idx) -> Any", operator.getitem, lambda n, a: f"{a[0]}[{a[1]}]")
 
 
-def _binary(symbol: str, fn: Callable[[Any, Any], Any]) -> Emit:
-    del fn
+def _binary(symbol: str) -> Emit:
     return lambda n, a: f"({a[0]} {symbol} {a[1]})"
 
 
@@ -168,13 +167,13 @@ _COMPARE: tuple[tuple[str, str, Callable[[Any, Any], Any]], ...] = (
 )
 
 for _name, _sym, _fn in _ARITH:
-    prim(f"aten::{_name}.int(int a, int b) -> int", _fn, _binary(_sym, _fn))
-    prim(f"aten::{_name}.float(float a, float b) -> float", _fn, _binary(_sym, _fn))
+    prim(f"aten::{_name}.int(int a, int b) -> int", _fn, _binary(_sym))
+    prim(f"aten::{_name}.float(float a, float b) -> float", _fn, _binary(_sym))
 for _name, _sym, _fn in _COMPARE:
-    prim(f"aten::{_name}.int(int a, int b) -> bool", _fn, _binary(_sym, _fn))
-    prim(f"aten::{_name}.float(float a, float b) -> bool", _fn, _binary(_sym, _fn))
-prim("aten::div.int(int a, int b) -> float", _int_div, _binary("/", _int_div))
-prim("aten::div.float(float a, float b) -> float", operator.truediv, _binary("/", operator.truediv))
+    prim(f"aten::{_name}.int(int a, int b) -> bool", _fn, _binary(_sym))
+    prim(f"aten::{_name}.float(float a, float b) -> bool", _fn, _binary(_sym))
+prim("aten::div.int(int a, int b) -> float", _int_div, _binary("/"))
+prim("aten::div.float(float a, float b) -> float", operator.truediv, _binary("/"))
 prim("aten::neg.int(int a) -> int", operator.neg, lambda n, a: f"(-{a[0]})")
 prim("aten::neg.float(float a) -> float", operator.neg, lambda n, a: f"(-{a[0]})")
 prim("aten::__not__(bool self) -> bool", operator.not_, lambda n, a: f"(not {a[0]})")

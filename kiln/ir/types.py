@@ -231,10 +231,6 @@ class EnumType(Type):
         return self.qualname
 
 
-def is_tensor(t: Type) -> bool:
-    return isinstance(t, TensorType)
-
-
 def is_subtype(sub: Type, sup: Type) -> bool:
     """Whether a value of type ``sub`` may be used where ``sup`` is expected."""
     if sub == sup or sup == AnyType:
@@ -359,14 +355,21 @@ def type_of_value(v: object) -> Type:
     if isinstance(v, tuple):
         return TupleType(tuple(type_of_value(x) for x in v))
     if isinstance(v, list):
-        elems = [type_of_value(x) for x in v]
-        if not elems:
-            return ListType(TENSOR)
-        out: Opt[Type] = elems[0]
-        for e in elems[1:]:
-            out = unify(out, e) if out is not None else None
-        return ListType(out or AnyType)
+        return ListType(_common_type([type_of_value(x) for x in v]))
+    if isinstance(v, dict):
+        key = StrType if all(isinstance(k, str) for k in v) else IntType
+        return DictType(key, _common_type([type_of_value(x) for x in v.values()]))
     return AnyType
+
+
+def _common_type(types: list[Type]) -> Type:
+    """The type all ``types`` unify to: Tensor for none (an empty tensor list), else Any."""
+    if not types:
+        return TENSOR
+    out: Opt[Type] = types[0]
+    for t in types[1:]:
+        out = unify(out, t) if out is not None else None
+    return out or AnyType
 
 
 # ---------------------------------------------------------------------------------------

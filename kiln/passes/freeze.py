@@ -52,7 +52,7 @@ from typing import Any, Optional
 import torch
 
 from kiln.errors import KilnError
-from kiln.ir.graph import Graph, Node, Value
+from kiln.ir.graph import Graph, Node, Value, tensor_constants
 from kiln.ir.types import AnyType, Type, type_of_value
 from kiln.passes import run_pipeline
 from kiln.runtime.module import ScriptModule
@@ -208,10 +208,10 @@ class AttributeFolder:
         if not graph.inputs:
             return False
         root, changed = graph.inputs[0], False
+        for const in tensor_constants(graph):
+            # graph copies share tensor constants with the original's graphs
+            const.attrs["value"] = self._frozen_copy(const.attrs["value"])
         for node in list(graph.all_nodes()):
-            if node.kind == "prim::Constant" and isinstance(node.attrs.get("value"), torch.Tensor):
-                # graph copies share tensor constants with the original's graphs
-                node.attrs["value"] = self._frozen_copy(node.attrs["value"])
             if node.kind != "prim::GetAttr" or node.owner is None:
                 continue
             path = attribute_path(node.output, root)

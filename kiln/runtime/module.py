@@ -41,7 +41,7 @@ import torch
 import torch.nn.modules.module as _nn_module
 
 from kiln.errors import KilnRuntimeError
-from kiln.ir.graph import Graph, Node
+from kiln.ir.graph import Graph, Node, tensor_constants
 from kiln.ir.types import TensorType
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
@@ -400,19 +400,16 @@ class ScriptModule(torch.nn.Module):
 
 
 def _convert_constants(graph: Graph, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    for node in graph.all_nodes():
-        value = node.attrs.get("value") if node.kind == "prim::Constant" else None
-        if isinstance(value, torch.Tensor):
-            new = fn(value)
-            node.attrs["value"] = new
-            out = node.outputs[0]
-            if isinstance(out.type, TensorType) and not out.type.is_plain():
-                out.type = TensorType.of(new)
+    for node in tensor_constants(graph):
+        new = fn(node.attrs["value"])
+        node.attrs["value"] = new
+        out = node.outputs[0]
+        if isinstance(out.type, TensorType) and not out.type.is_plain():
+            out.type = TensorType.of(new)
 
 
 def _copy_graph(graph: Graph, memo: dict[int, Any]) -> Graph:
     g = graph.copy()
-    for node in g.all_nodes():
-        if node.kind == "prim::Constant" and isinstance(node.attrs.get("value"), torch.Tensor):
-            node.attrs["value"] = copy.deepcopy(node.attrs["value"], memo)
+    for node in tensor_constants(g):
+        node.attrs["value"] = copy.deepcopy(node.attrs["value"], memo)
     return g

@@ -41,6 +41,8 @@ from kiln.ir.types import (
     TensorType,
     TupleType,
     Type,
+    list_elem,
+    strip_optional,
 )
 
 # Python operator methods and the ATen operator they call.  ``swap`` marks reflected forms.
@@ -205,19 +207,11 @@ def _is_int_like(a: Any) -> bool:
 def _coerce(t: Type, v: Any, fixed: Optional[int]) -> Any:
     if isinstance(v, torch.Size):
         return list(v)
-    if fixed is not None and isinstance(v, int) and _list_elem(t) == IntType:
+    if fixed is not None and isinstance(v, int) and list_elem(t) == IntType:
         return [v] * fixed if fixed > 1 else [v]
-    if t == DeviceType and isinstance(v, str):
-        return torch.device(v)
-    if isinstance(t, OptionalType) and t.elem == DeviceType and isinstance(v, str):
+    if strip_optional(t) == DeviceType and isinstance(v, str):
         return torch.device(v)
     return v
-
-
-def _list_elem(t: Type) -> Optional[Type]:
-    if isinstance(t, OptionalType):
-        t = t.elem
-    return t.elem if isinstance(t, ListType) else None
 
 
 _PY_SIMPLE: dict[Type, tuple[type, ...]] = {

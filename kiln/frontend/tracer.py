@@ -40,10 +40,10 @@ from kiln.ir.types import (
     FloatType,
     IntType,
     ListType,
-    NoneType,
-    OptionalType,
     TensorType,
     Type,
+    list_elem,
+    strip_optional,
     type_of_value,
 )
 
@@ -310,7 +310,7 @@ class Tracer(TorchFunctionMode):
             return value
         if isinstance(obj, (list, tuple)) and frame.is_traced(obj):
             return self._sequence_value(obj, expected)
-        obj = _as_expected(obj, _strip_optional(expected))
+        obj = _as_expected(obj, strip_optional(expected))
         return frame.builder.constant(obj, _constant_type(obj, expected))
 
     def _tensor_value(self, t: torch.Tensor) -> Value:
@@ -334,13 +334,11 @@ class Tracer(TorchFunctionMode):
         return t
 
     def _sequence_value(self, seq: Any, expected: Type) -> Value:
-        elem = _elem_type(expected)
-        values = [self.value_of(x, elem) for x in seq]
-        if isinstance(seq, tuple) and not isinstance(expected, ListType | OptionalType):
+        elem = list_elem(expected)
+        values = [self.value_of(x, elem or AnyType) for x in seq]
+        if isinstance(seq, tuple) and elem is None:
             return self.frame.builder.tuple(values)
-        if elem == AnyType or elem is None:
-            return self.frame.builder.list(values)
-        return self.frame.builder.list(values, elem)
+        return self.frame.builder.list(values, None if elem == AnyType else elem)
 
     # -- traced numbers ------------------------------------------------------------------------
     def record_number_op(self, name: str, args: tuple[Any, ...], result: Any) -> Any:
@@ -408,24 +406,11 @@ def _as_expected(obj: Any, expected: Type) -> Any:
     return obj
 
 
-def _strip_optional(t: Type) -> Type:
-    return t.elem if isinstance(t, OptionalType) else t
-
-
-def _elem_type(t: Type) -> Type:
-    if isinstance(t, OptionalType):
-        t = t.elem
-    return t.elem if isinstance(t, ListType) else AnyType
-
-
 def _constant_type(obj: Any, expected: Type) -> Type:
-    t = type_of_value(obj)
-    if isinstance(obj, (list, tuple)) and not obj:
-        inner = expected.elem if isinstance(expected, OptionalType) else expected
-        return inner if isinstance(inner, ListType) else t
-    if obj is None:
-        return NoneType
-    return t
+    """An empty list constant takes the list type the parameter declares."""
+    if isinstance(obj, (list, tuple)) and not obj and list_elem(expected) is not None:
+        return strip_optional(expected)
+    return type_of_value(obj)
 
 
 def _observed_type(schema_type: Type, value: Any) -> Type:

@@ -231,6 +231,17 @@ class EnumType(Type):
         return self.qualname
 
 
+def strip_optional(t: Type) -> Type:
+    """``T`` for ``Optional[T]``, else ``t`` itself."""
+    return t.elem if isinstance(t, OptionalType) else t
+
+
+def list_elem(t: Type) -> Opt[Type]:
+    """The element type of a (possibly optional) list type, else None."""
+    t = strip_optional(t)
+    return t.elem if isinstance(t, ListType) else None
+
+
 def is_subtype(sub: Type, sup: Type) -> bool:
     """Whether a value of type ``sub`` may be used where ``sup`` is expected."""
     if sub == sup or sup == AnyType:

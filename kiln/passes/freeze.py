@@ -55,6 +55,7 @@ from kiln.errors import KilnError
 from kiln.ir.graph import Graph, Node, Value, tensor_constants
 from kiln.ir.types import AnyType, Type, type_of_value
 from kiln.passes import run_pipeline
+from kiln.runtime.members import slot_of
 from kiln.runtime.module import ScriptModule
 
 Path = tuple[str, ...]
@@ -130,10 +131,9 @@ def lookup_member(obj: Any, name: str) -> tuple[bool, Any]:
     or plain attribute (methods are not members) -- else ``(False, None)``."""
     if not isinstance(obj, torch.nn.Module):
         return False, None
-    for slot in ("_parameters", "_buffers", "_modules"):
-        table = obj.__dict__.get(slot, {})
-        if name in table:
-            return True, table[name]
+    slot = slot_of(obj, name)
+    if slot is not None:
+        return True, obj.__dict__[slot][name]
     if name in obj.__dict__ and not callable(obj.__dict__[name]):
         return True, obj.__dict__[name]
     return False, None

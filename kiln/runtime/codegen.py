@@ -83,6 +83,7 @@ from kiln.ir.types import (
     UnionType,
 )
 from kiln.runtime.interpreter import add_note, describe_node, keyword_slots, unpacks_result
+from kiln.runtime.members import slot_of
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
@@ -311,10 +312,9 @@ class _Emitter:
         holder = self.modules.get(node.inputs[0])
         if isinstance(holder, torch.nn.Module):
             pinned = self.pin is not None and self.pin(holder)
-            for slot in ("_parameters", "_buffers", "_modules"):
-                table = holder.__dict__.get(slot)
-                if table is None or name not in table:
-                    continue
+            slot = slot_of(holder, name)
+            if slot is not None:
+                table = holder.__dict__[slot]
                 if slot == "_modules":
                     self.modules[node.output] = table[name]
                     if pinned:

@@ -46,6 +46,7 @@ from kiln.ir.types import TensorType
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
 from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
+from kiln.runtime.members import slot_of
 
 # One lock for all compilation: compiles are rare, and a plain lock per object would make
 # modules impossible to deepcopy.  Reentrant, as compiling a module never calls user code but
@@ -148,21 +149,14 @@ class ScriptMethod:
         return f"<kiln.ScriptMethod {self.owner.original_name}.{self.name}>"
 
 
-_SLOTS = ("_parameters", "_buffers", "_modules")
-
-
 def _pinned(module: Any) -> bool:
     """Modules whose structure compiled code may rely on: Kiln's, which watch it."""
     return isinstance(module, ScriptModule)
 
 
 def _slot_of(module: torch.nn.Module, name: str) -> str:
-    """Where ``name`` lives on ``module``: one of ``_SLOTS``, or ``"attr"``."""
-    for slot in _SLOTS:
-        table = module.__dict__.get(slot)
-        if table is not None and name in table:
-            return slot
-    return "attr"
+    """Where ``name`` lives on ``module``: one of the module dicts, or ``"attr"``."""
+    return slot_of(module, name) or "attr"
 
 
 class ScriptModule(torch.nn.Module):

@@ -32,6 +32,21 @@ class TracingCheckError(TracingError):
     """``check_trace`` found that the traced graph disagrees with eager execution."""
 
 
+class CompileError(KilnError):
+    """``kiln.script`` / ``kiln.compile`` rejected a program.
+
+    The message shows the file, line, source line and a caret, says what was expected and
+    what was found, and -- inside a called function -- the chain of calls that led there.
+    ``lineno`` is the 1-based line in ``filename``; ``cause`` is the bare reason."""
+
+    def __init__(self, message: str, *, cause: str = "", filename: str = "",
+                 lineno: int = 0) -> None:
+        super().__init__(message)
+        self.cause = cause or message
+        self.filename = filename
+        self.lineno = lineno
+
+
 class InputError(KilnError, TypeError):
     """A graph was called with the wrong number or kinds of inputs."""
 

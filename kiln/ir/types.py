@@ -231,6 +231,17 @@ class EnumType(Type):
         return self.qualname
 
 
+@dataclass(frozen=True)
+class VarType(Type):
+    """A schema type variable (``t``, ``t1``, ``tVal``): matches any type, and every use of
+    the same name in one schema must bind the same type (see ``kiln.frontend.resolve``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def strip_optional(t: Type) -> Type:
     """``T`` for ``Optional[T]``, else ``t`` itself."""
     return t.elem if isinstance(t, OptionalType) else t
@@ -244,7 +255,7 @@ def list_elem(t: Type) -> Opt[Type]:
 
 def is_subtype(sub: Type, sup: Type) -> bool:
     """Whether a value of type ``sub`` may be used where ``sup`` is expected."""
-    if sub == sup or sup == AnyType:
+    if sub == sup or sup == AnyType or isinstance(sup, VarType):
         return True
     if isinstance(sup, TensorType) and isinstance(sub, TensorType):
         return all(
@@ -307,7 +318,7 @@ def accepts(expected: Type, actual: Type, *, fixed_size: Opt[int] = None) -> boo
     (``List[Float(3)]`` for ``List[Tensor]``, any list for ``t[]``).  ``Any`` -- the dynamic
     type -- is accepted everywhere: the runtime checks it.
     """
-    if actual == AnyType or is_subtype(actual, expected):
+    if actual == AnyType or isinstance(actual, VarType) or is_subtype(actual, expected):
         return True
     if expected == FloatType and actual == IntType:
         return True
@@ -392,9 +403,13 @@ _SIMPLE: dict[str, Type] = {
     "complex": ComplexType, "NoneType": NoneType, "None": NoneType, "Scalar": NumberType,
     "number": NumberType, "Device": DeviceType, "ScalarType": DtypeType, "Layout": LayoutType,
     "MemoryFormat": MemoryFormatType, "Generator": GeneratorType, "Storage": StorageType,
-    "Any": AnyType, "Tensor": TENSOR, "t": AnyType,
+    "Any": AnyType, "Tensor": TENSOR,
     "SymFloat": FloatType, "SymBool": BoolType, "ScalarTypeType": DtypeType,
 }
+
+
+# The type variables TorchScript's builtin schemas use.
+_TYPE_VARS = frozenset({"t", "t1", "t2", "tVal", "K", "V", "T"})
 
 
 class TypeParser:
@@ -469,6 +484,8 @@ class TypeParser:
             return self._tensor(name)
         if name in _SIMPLE:
             return _SIMPLE[name]
+        if name in _TYPE_VARS:
+            return VarType(name)
         return self._generic(name)
 
     def _generic(self, name: str) -> Type:

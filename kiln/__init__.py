@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from kiln.errors import (
+    CompileError,
     InputError,
     IRError,
     IRParseError,
@@ -27,6 +28,17 @@ _LAZY = {
     "trace": "kiln.frontend.trace",
     "trace_module": "kiln.frontend.trace",
     "freeze": "kiln.passes.freeze",
+    "script": "kiln.frontend.script",
+    "compile": "kiln.frontend.script",
+    "CompilationUnit": "kiln.frontend.script",
+    "export": "kiln.frontend.script",
+    "ignore": "kiln.frontend.script",
+    "unused": "kiln.frontend.script",
+    "script_if_tracing": "kiln.frontend.script",
+    "annotate": "kiln.frontend.script",
+    "fork": "kiln.frontend.script",
+    "wait": "kiln.frontend.script",
+    "is_scripting": "kiln.frontend.script",
     "ScriptModule": "kiln.runtime.module",
     "ScriptFunction": "kiln.runtime.module",
     "Graph": "kiln.ir.graph",
@@ -35,7 +47,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "InputError", "IRError", "IRParseError", "KilnError", "KilnRuntimeError", "SchemaError",
+    "CompileError", "InputError", "IRError", "IRParseError", "KilnError", "KilnRuntimeError", "SchemaError",
     "TracerWarning", "TracingCheckError", "TracingError", *_LAZY,
 ]
 

@@ -316,3 +316,167 @@ def _unchecked_cell(cell: Any, owner: Callable[..., Any]) -> Any:
         return cell
     copy = unchecked(inner)
     return cell if copy is None else types.CellType(copy)
+
+
+# ---------------------------------------------------------------------------------------
+# binding by types (the script compiler: arguments are IR values, not Python objects)
+
+@dataclass
+class TypedMatch:
+    """A call bound to one overload by the argument *types*.
+
+    ``slots`` has one entry per schema argument: ``("arg", i)`` (positional argument i),
+    ``("kw", name)``, ``("default", value)`` or ``("pack", [i, ...])`` (several int arguments
+    packed into an ``int[]``).  ``out_types`` are the result types with type variables bound."""
+
+    op: OpInfo
+    slots: list[tuple[str, Any]]
+    out_types: list[Type]
+
+
+def resolve_typed(name: str, arg_types: Sequence[Type], kw_types: dict[str, Type]) -> Optional[TypedMatch]:
+    """Bind a call of ``name`` to the first overload that accepts the argument types, or None.
+
+    The same order and rules as :func:`resolve_call`: strictly first (no int for a float),
+    then with TorchScript's implicit conversions; positional int lists may be spread out."""
+    overloads = [o for o in registry.overloads(name) if not o.schema.is_vararg]
+    for lenient in (False, True):
+        for op in _ordered(overloads):
+            m = _bind_types(op, list(arg_types), kw_types, lenient)
+            if m is not None:
+                return m
+    return None
+
+
+def _bind_types(op: OpInfo, args: list[Type], kwargs: dict[str, Type],
+                lenient: bool) -> Optional[TypedMatch]:
+    params = op.schema.arguments
+    positional = [p for p in params if not p.kwarg_only]
+    slots: dict[str, tuple[str, Any]] = {}
+    types: dict[str, Type] = {}
+    last = len(positional) - 1
+    if len(args) > len(positional) and last >= 0 and positional[last].type == ListType(IntType) \
+            and all(t == IntType for t in args[last:]):
+        slots[positional[last].name] = ("pack", list(range(last, len(args))))
+        types[positional[last].name] = ListType(IntType)
+        args_pos = args[:last]
+    elif len(args) > len(positional):
+        return None
+    else:
+        args_pos = args
+    for i, (p, t) in enumerate(zip(positional, args_pos)):
+        slots[p.name], types[p.name] = ("arg", i), t
+    for given, t in kwargs.items():
+        key = _kwarg_name(given, params)
+        if key is None or key in slots:
+            return None
+        slots[key], types[key] = ("kw", given), t
+    bindings: dict[str, Type] = {}
+    out: list[tuple[str, Any]] = []
+    for p in params:
+        if p.name not in slots:
+            if not p.has_default:
+                return None
+            out.append(("default", p.default))
+            continue
+        if not _type_fits(p.type, types[p.name], lenient, bindings, p.fixed_size):
+            return None
+        out.append(slots[p.name])
+    outs = [substitute(r.type, bindings) for r in op.schema.returns]
+    return TypedMatch(op, out, outs)
+
+
+def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, Type],
+               fixed: Optional[int]) -> bool:
+    from kiln.ir.types import VarType, accepts as type_accepts, is_subtype
+    if _has_var(expected):
+        return _bind_var(expected, actual, bindings)
+    if isinstance(expected, TensorType) and isinstance(actual, TensorType):
+        return True
+    if actual == AnyType:
+        return True
+    if lenient:
+        return type_accepts(expected, actual, fixed_size=fixed)
+    if isinstance(expected, OptionalType) and (actual == NoneType or isinstance(actual, OptionalType)):
+        inner = actual.elem if isinstance(actual, OptionalType) else None
+        return inner is None or _type_fits(expected.elem, inner, lenient, bindings, fixed)
+    if isinstance(expected, OptionalType):
+        return _type_fits(expected.elem, actual, lenient, bindings, fixed)
+    if fixed is not None and isinstance(expected, ListType) and expected.elem == IntType and actual == IntType:
+        return True
+    if isinstance(expected, ListType) and isinstance(actual, ListType):
+        return actual.elem == expected.elem or (isinstance(expected.elem, TensorType)
+                                                and isinstance(actual.elem, TensorType)) \
+            or (isinstance(expected.elem, OptionalType) and is_subtype(actual.elem, expected.elem))
+    del VarType
+    return is_subtype(actual, expected) and not (expected == NumberType and actual == BoolType and False)
+
+
+def _has_var(t: Type) -> bool:
+    from kiln.ir.types import VarType
+    if isinstance(t, VarType):
+        return True
+    if isinstance(t, (ListType, OptionalType)):
+        return _has_var(t.elem)
+    if isinstance(t, DictType):
+        return _has_var(t.key) or _has_var(t.value)
+    if isinstance(t, TupleType):
+        return any(_has_var(e) for e in t.elems)
+    from kiln.ir.types import FutureType
+    if isinstance(t, FutureType):
+        return _has_var(t.elem)
+    return False
+
+
+def _bind_var(expected: Type, actual: Type, bindings: dict[str, Type]) -> bool:
+    """Match ``actual`` against a type containing type variables, extending ``bindings``."""
+    from kiln.ir.types import FutureType, NamedTupleType, VarType, unify
+    if isinstance(expected, VarType):
+        bound = bindings.get(expected.name)
+        if bound is None:
+            bindings[expected.name] = actual
+            return True
+        if bound == actual or actual == AnyType:
+            return True
+        u = unify(bound, actual)
+        if u is None:
+            return False
+        bindings[expected.name] = u
+        return True
+    if actual == AnyType:
+        return True
+    if isinstance(expected, ListType):
+        return isinstance(actual, ListType) and _bind_var(expected.elem, actual.elem, bindings)
+    if isinstance(expected, OptionalType):
+        if actual == NoneType:
+            return True
+        return _bind_var(expected.elem, actual.elem if isinstance(actual, OptionalType) else actual, bindings)
+    if isinstance(expected, DictType):
+        return isinstance(actual, DictType) and _bind_var(expected.key, actual.key, bindings) \
+            and _bind_var(expected.value, actual.value, bindings)
+    if isinstance(expected, FutureType):
+        return isinstance(actual, FutureType) and _bind_var(expected.elem, actual.elem, bindings)
+    if isinstance(expected, TupleType):
+        if not isinstance(actual, (TupleType, NamedTupleType)) or len(actual.elems) != len(expected.elems):
+            return False
+        return all(_bind_var(e, a, bindings) if _has_var(e) else _type_fits(e, a, False, bindings, None)
+                   for e, a in zip(expected.elems, actual.elems))
+    return False
+
+
+def substitute(t: Type, bindings: dict[str, Type]) -> Type:
+    """``t`` with its type variables replaced by their bindings (unbound ones by Any)."""
+    from kiln.ir.types import FutureType, VarType
+    if isinstance(t, VarType):
+        return bindings.get(t.name, AnyType)
+    if isinstance(t, ListType):
+        return ListType(substitute(t.elem, bindings))
+    if isinstance(t, OptionalType):
+        return OptionalType(substitute(t.elem, bindings))
+    if isinstance(t, DictType):
+        return DictType(substitute(t.key, bindings), substitute(t.value, bindings))
+    if isinstance(t, TupleType):
+        return TupleType(tuple(substitute(e, bindings) for e in t.elems))
+    if isinstance(t, FutureType):
+        return FutureType(substitute(t.elem, bindings))
+    return t

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 from kiln.errors import IRError
+from kiln.ir import objects as _objects  # noqa: F401  (registers the object operators)
 from kiln.ir import prims as _prims  # noqa: F401  (registers the prim operators)
 from kiln.ir.graph import Block, Graph, Node, SourceRange, Value
 from kiln.ir.ops import OpInfo, registry

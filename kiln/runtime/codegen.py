@@ -63,6 +63,7 @@ from typing import Any, Optional
 import torch
 
 from kiln.errors import InputError, IRError
+from kiln.ir import objects as _objects
 from kiln.ir import prims as _prims
 from kiln.ir.graph import Block, Graph, Node, Value
 from kiln.ir.types import (
@@ -87,7 +88,7 @@ from kiln.runtime.members import slot_of
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
-_FIXED_BINDINGS = ("_k_Tensor", "_k_bad", "_k_note", "_prims", "math")
+_FIXED_BINDINGS = ("_k_Tensor", "_k_bad", "_k_note", "_prims", "_objects", "math", "torch")
 _RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"_k_e", "_k_make", *_FIXED_BINDINGS}
 
 
@@ -272,6 +273,9 @@ class _Emitter:
             text = self.get_attr(node, args[0])
             if text is None:
                 return
+        elif node.kind == "prim::TupleConstruct" and isinstance(node.output.type, NamedTupleType):
+            cls = _objects.namedtuple_class(node.output.type)
+            text = f"{self.bind(cls, cls.__name__)}({', '.join(args)})"
         elif node.op.emit is not None and _plain_attrs(node):
             text = node.op.emit(node, args)
         else:
@@ -498,7 +502,7 @@ def compile_graph(graph: Graph, name: str, *, self_arg: bool, self_obj: Any = No
     values: dict[str, Any] = {
         "_k_Tensor": torch.Tensor, "_k_bad": _input_checker(name, graph, self_arg),
         "_k_note": _note_adder(filename, src.line_nodes, f"'{name}'"),
-        "_prims": _prims, "math": math, **em.bindings}
+        "_prims": _prims, "_objects": _objects, "math": math, "torch": torch, **em.bindings}
     source = src.finish(values, f"{fname}, {entry_name}")
     namespace: dict[str, Any] = {"__builtins__": builtins}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (source built above from sanitized parts)

@@ -1,0 +1,203 @@
+"""The public face of the script compiler: ``kiln.script``, ``kiln.compile`` and the markers.
+
+``kiln.script`` takes a function, an ``nn.Module`` instance or a class; ``kiln.compile``
+takes TorchScript source text.  The markers (``export``, ``ignore``, ``unused``) tag Python
+functions the way ``torch.jit``'s do, and Kiln honours ``torch.jit``'s own markers as well,
+so code written for TorchScript needs no change.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
+
+import torch
+
+from kiln.errors import CompileError
+from kiln.frontend.script.compiler import Compiler, SourceFunction
+from kiln.frontend.script.source import Source
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_lock = threading.RLock()
+_function_cache: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def script(obj: Any, optimize: Any = None, _frames_up: int = 0, _rcb: Any = None,
+           example_inputs: Any = None) -> Any:
+    """Compile ``obj`` -- a function, an ``nn.Module`` instance or a class -- to Kiln IR.
+
+    Functions become :class:`~kiln.ScriptFunction`; modules become
+    :class:`~kiln.ScriptModule` (sharing parameters and buffers with the original); a class
+    is returned as it is, checked and registered so that compiled code can create and use
+    its objects.  Rejected programs raise :class:`~kiln.CompileError`.
+    """
+    from kiln.runtime.module import ScriptFunction, ScriptModule
+    if isinstance(obj, (ScriptModule, ScriptFunction)):
+        return obj
+    with _lock:
+        if isinstance(obj, torch.nn.Module):
+            return Compiler().script_module(obj)
+        if isinstance(obj, type):
+            Compiler().class_info(obj)
+            return obj
+        if callable(obj):
+            cached = _function_cache.get(obj)
+            if cached is not None:
+                return cached
+            graph = Compiler().compile_function(obj)
+            fn = ScriptFunction(getattr(obj, "__name__", "fn"), graph)
+            functools.update_wrapper(fn, obj, updated=())  # type: ignore[arg-type]
+            _function_cache[obj] = fn
+            return fn
+    raise CompileError(f"kiln.script cannot compile {obj!r}: expected a function, a module or a class",
+                       cause="not scriptable")
+
+
+class CompilationUnit:
+    """Functions compiled from TorchScript source text; each is an attribute."""
+
+    def __init__(self, source: str = "", filename: str = "<kiln.compile>") -> None:
+        self._functions: dict[str, Any] = {}
+        self._sources: dict[str, SourceFunction] = {}
+        if source:
+            self.define(source, filename)
+
+    def namespace(self) -> dict[str, Any]:
+        """What a name in the source may refer to: the other functions of this unit, and the
+        names TorchScript source may use (``torch``, ``math``, typing names)."""
+        import math
+        import typing
+        ns: dict[str, Any] = {"torch": torch, "math": math, "Tensor": torch.Tensor,
+                              "List": typing.List, "Dict": typing.Dict, "Tuple": typing.Tuple,
+                              "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any,
+                              "ops": torch.ops, "annotate": torch.jit.annotate,
+                              "uninitialized": None, "number": float}
+        ns.update(self._sources)
+        return ns
+
+    def define(self, source: str, filename: str = "<kiln.compile>") -> None:
+        try:
+            tree = ast.parse(source, filename=filename, type_comments=True)
+        except SyntaxError as e:
+            raise CompileError(f'File "{filename}", line {e.lineno}\n    {(e.text or "").strip()}\n'
+                               f"syntax error: {e.msg}", cause=f"syntax error: {e.msg}",
+                               filename=filename, lineno=e.lineno or 0) from None
+        src = Source(source, filename)
+        fdefs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        for n in tree.body:
+            if not isinstance(n, (ast.FunctionDef, ast.Import, ast.ImportFrom, ast.Expr)):
+                raise CompileError(f'File "{filename}", line {n.lineno}\nonly function definitions '
+                                   f"are supported at the top level of compiled source, found "
+                                   f"{type(n).__name__}", cause="unsupported top-level statement",
+                                   filename=filename, lineno=n.lineno)
+        for f in fdefs:
+            self._sources[f.name] = SourceFunction(f.name, src, f, self)
+        from kiln.runtime.module import ScriptFunction
+        with _lock:
+            for f in fdefs:
+                graph = Compiler().compile_function(self._sources[f.name])
+                self._functions[f.name] = ScriptFunction(f.name, graph)
+
+    def __getattr__(self, name: str) -> Any:
+        fns = self.__dict__.get("_functions", {})
+        if name in fns:
+            return fns[name]
+        raise AttributeError(f"the compilation unit has no function {name!r}")
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self._functions]
+
+
+def compile(source: str, filename: str = "<kiln.compile>") -> CompilationUnit:  # noqa: A001
+    """Compile TorchScript source text; its functions are attributes of the result."""
+    return CompilationUnit(source, filename)
+
+
+def define_methods(module: Any, source: str, filename: str = "<kiln.define>") -> None:
+    """(Re)define methods of a ScriptModule from TorchScript source (``ScriptModule.define``)."""
+    try:
+        tree = ast.parse(source, filename=filename, type_comments=True)
+    except SyntaxError as e:
+        raise CompileError(f'File "{filename}", line {e.lineno}\nsyntax error: {e.msg}',
+                           cause=f"syntax error: {e.msg}", filename=filename,
+                           lineno=e.lineno or 0) from None
+    src = Source(source, filename)
+    unit = CompilationUnit()
+    with _lock:
+        comp = Compiler()
+        info = comp.module_info(module)
+        for f in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+            sf = SourceFunction(f.name, src, f, unit)
+            graph, sig = comp.compile_method(info, sf, f.name)
+            info.sigs[f.name] = sig
+            module._kiln_define_method(f.name, graph)
+
+
+# -- markers ---------------------------------------------------------------------------------
+
+def _mark(kind: str) -> Callable[[F], F]:
+    def mark(fn: F) -> F:
+        fn._kiln_modifier = kind  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+export = _mark("export")
+unused = _mark("unused")
+
+
+def ignore(drop: Any = False, **kwargs: Any) -> Any:
+    """Leave a method to Python (``@kiln.ignore``); ``@kiln.ignore(drop=True)`` is ``unused``."""
+    if callable(drop):
+        return _mark("ignore")(drop)
+    return _mark("unused" if drop else "ignore")
+
+
+def script_if_tracing(fn: F) -> F:
+    """Compile ``fn`` when it is called during a trace, so its control flow is kept;
+    outside a trace it runs as plain Python."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kiln.frontend.tracer import current_tracer
+        if current_tracer() is None:
+            return fn(*args, **kwargs)
+        return script(fn)(*args, **kwargs)
+    wrapper.__kiln_original__ = fn  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def annotate(the_type: Any, the_value: Any) -> Any:
+    """``kiln.annotate(List[int], [])``: the value, with its type stated for the compiler."""
+    return the_value
+
+
+annotate._kiln_annotate = True  # type: ignore[attr-defined]
+
+
+def fork(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    from kiln.ir.objects import Future
+    return Future(fn(*args, **kwargs))
+
+
+def wait(fut: Any) -> Any:
+    return fut.wait()
+
+
+def is_scripting() -> bool:
+    """False in Python; compiled code sees True."""
+    return False
+
+
+def _register_builtins() -> None:
+    from kiln.frontend.script import calls
+    calls.register_builtin(fork, calls._fork)
+    calls.register_builtin(wait, calls._wait)
+    calls._CONSTANT_CALLS[is_scripting] = True
+
+
+_register_builtins()

@@ -396,6 +396,8 @@ def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, 
     if actual == AnyType:
         return True
     if lenient:
+        if isinstance(expected, (ListType, OptionalType)) and isinstance(actual, TupleType):
+            return _type_fits(expected, actual, False, bindings, fixed)
         return type_accepts(expected, actual, fixed_size=fixed)
     if isinstance(expected, OptionalType) and (actual == NoneType or isinstance(actual, OptionalType)):
         inner = actual.elem if isinstance(actual, OptionalType) else None
@@ -404,6 +406,8 @@ def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, 
         return _type_fits(expected.elem, actual, lenient, bindings, fixed)
     if fixed is not None and isinstance(expected, ListType) and expected.elem == IntType and actual == IntType:
         return True
+    if isinstance(expected, ListType) and isinstance(actual, TupleType):
+        return all(_type_fits(expected.elem, e, lenient, bindings, None) for e in actual.elems)
     if isinstance(expected, ListType) and isinstance(actual, ListType):
         return actual.elem == expected.elem or (isinstance(expected.elem, TensorType)
                                                 and isinstance(actual.elem, TensorType)) \

@@ -57,6 +57,16 @@ _KILN_DIR = _SKIP_DIRS[0]
 _OVERRIDES_FILE = os.path.abspath(torch.overrides.__file__)
 
 
+def _plain_number(a: Any) -> Any:
+    if isinstance(a, bool):
+        return a
+    if isinstance(a, int):
+        return int(a)
+    if isinstance(a, float):
+        return float(a)
+    return a
+
+
 def called_from_kiln() -> bool:
     """Whether the torch call being intercepted was made by Kiln's own code (not recorded)."""
     f: Optional[types.FrameType] = sys._getframe(2)
@@ -176,13 +186,38 @@ class Tracer(TorchFunctionMode):
 
     @contextmanager
     def active(self) -> Iterator[Tracer]:
-        """Enable recording for this thread (torch API calls and traced-number arithmetic)."""
+        """Enable recording for this thread (torch API calls, traced-number arithmetic, and
+        calls of Kiln functions)."""
+        from kiln.runtime.module import interception
         set_recorder(self)
+        saved = interception.fn
+        interception.fn = self.call_kiln_function
         try:
             with self:
                 yield self
         finally:
             set_recorder(None)
+            interception.fn = saved
+
+    def call_kiln_function(self, fn: Any, args: tuple[Any, ...]) -> Any:
+        """A Kiln function called while tracing: copy its graph in (its control flow is kept),
+        and run it for the concrete result."""
+        from kiln.ir.graph import clone_node
+        from kiln.runtime.module import interception
+        graph = fn.graph
+        frame = self.frame
+        env = {formal: self.value_of(a, formal.type) for formal, a in zip(graph.inputs, args)}
+        for n in graph.nodes:
+            frame.builder.insert(clone_node(n, frame.graph, env))
+        outs = [env[v] for v in graph.outputs]
+        saved = interception.fn
+        interception.fn = None
+        try:
+            with torch._C.DisableTorchFunction():
+                result = fn(*[_plain_number(a) for a in args])
+        finally:
+            interception.fn = saved
+        return self.bind_result(result, outs[0])
 
     # -- the torch function hook ------------------------------------------------------------
     def __torch_function__(self, func: Callable[..., Any], types_: Any, args: Any = (),

@@ -64,6 +64,17 @@ def _graph_to_code(graph: Graph, name: str) -> str:
     return graph_to_code(graph, name)
 
 
+class _Interception(threading.local):
+    """A frontend that records calls (the tracer) sets ``fn`` for its thread: calls of Kiln
+    functions are then handed to it, so that it can copy their graphs -- control flow and
+    all -- into the graph it is building, instead of seeing only their results."""
+
+    fn: Optional[Callable[[Any, tuple[Any, ...]], Any]] = None
+
+
+interception = _Interception()
+
+
 class ScriptFunction:
     """A free function held as a graph; calling it runs the graph's generated code."""
 
@@ -76,6 +87,11 @@ class ScriptFunction:
         cf = self._compiled or self._compile()
         if kwargs:
             args = cf.bind(args, kwargs)
+        if interception.fn is not None:
+            return interception.fn(self, args)
+        return self._run(cf, args)
+
+    def _run(self, cf: CompiledFunction, args: tuple[Any, ...]) -> Any:
         try:
             return cf.fn(*args)
         except TypeError as e:

@@ -81,18 +81,36 @@ class CallMixin(_Base):
         inputs: list[Value] = []
         for p, (kind, what) in zip(m.op.schema.arguments, m.slots):
             if kind == "arg":
-                inputs.append(args[what])
+                inputs.append(self.tuple_as_list(args[what], p.type))
             elif kind == "kw":
-                inputs.append(kwargs[what])
+                inputs.append(self.tuple_as_list(kwargs[what], p.type))
             elif kind == "pack":
                 inputs.append(self.b.list([args[i] for i in what], IntType))
             else:
-                inputs.append(self.b.constant(what, p.type if what is not None else None))
+                inputs.append(self.b.constant(what, None if what is not None else p.type))
         node = self.b.op(m.op, inputs, m.out_types)
         for v, t in zip(inputs, [p.type for p in m.op.schema.arguments]):
             if v in self.comp.empty_lists and isinstance(t, ListType) and t.elem != AnyType:
                 pass
         return list(node.outputs)
+
+    def tuple_as_list(self, v: Value, expected: Type) -> Value:
+        """A tuple passed for a list parameter (``stride=(1, 1)``) becomes a list."""
+        target = expected.elem if isinstance(expected, OptionalType) else expected
+        if not isinstance(v.type, TupleType) or not isinstance(target, ListType):
+            return v
+        k = self.constant_of(v)
+        if v.node.kind == "prim::TupleConstruct":
+            parts = list(v.node.inputs)
+        else:
+            parts = self.b.unpack(v, list(v.type.elems))
+        elem = parts[0].type if parts else target.elem
+        if isinstance(target.elem, TensorType) or target.elem.__class__.__name__ == "VarType":
+            elem = elem if not isinstance(elem, TensorType) else TENSOR
+        else:
+            elem = target.elem
+        del k
+        return self.b.list(parts, elem)
 
     def op_value(self, name: str, args: list[Value], kwargs: dict[str, Value], node: Optional[ast.AST]) -> Value:
         r = self.try_op(name, args, kwargs)

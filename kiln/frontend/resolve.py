@@ -355,8 +355,9 @@ def _bind_types(op: OpInfo, args: list[Type], kwargs: dict[str, Type],
     slots: dict[str, tuple[str, Any]] = {}
     types: dict[str, Type] = {}
     last = len(positional) - 1
-    if len(args) > len(positional) and last >= 0 and positional[last].type == ListType(IntType) \
-            and all(t == IntType for t in args[last:]):
+    if len(args) >= len(positional) and last >= 0 and positional[last].type == ListType(IntType) \
+            and all(t == IntType for t in args[last:]) and \
+            (len(args) - last > 1 or positional[last].fixed_size is None):
         slots[positional[last].name] = ("pack", list(range(last, len(args))))
         types[positional[last].name] = ListType(IntType)
         args_pos = args[:last]

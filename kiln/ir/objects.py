@@ -72,6 +72,11 @@ def enum_value(e: Any) -> Any:
     return e.value
 
 
+def argsort(keys: list[Any], reverse: bool) -> list[int]:
+    """Indices that sort ``keys`` stably (ties keep their order, also when reversed)."""
+    return sorted(range(len(keys)), key=keys.__getitem__, reverse=reverse)
+
+
 def set_grad_enabled(flag: bool) -> None:
     torch.set_grad_enabled(flag)
 
@@ -90,6 +95,7 @@ prim("prim::kiln_completed_future(t value) -> Future(t)", completed_future,
 prim("aten::wait(Future(t) self) -> t", wait, lambda n, a: f"{a[0]}.value")
 prim("prim::EnumName(Any enum) -> str", enum_name, lambda n, a: f"{a[0]}.name")
 prim("prim::EnumValue(Any enum) -> Any", enum_value, lambda n, a: f"{a[0]}.value")
+prim("prim::kiln_argsort(t[] keys, bool reverse) -> int[]", argsort)
 prim("aten::_set_grad_enabled(bool enabled) -> ()", set_grad_enabled,
      lambda n, a: f"torch.set_grad_enabled({a[0]})", side_effects=True)
 prim("aten::is_grad_enabled() -> bool", is_grad_enabled, lambda n, a: "torch.is_grad_enabled()",

@@ -163,8 +163,8 @@ def script_if_tracing(fn: F) -> F:
     outside a trace it runs as plain Python."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kiln.frontend.tracer import current_tracer
-        if current_tracer() is None:
+        from kiln.frontend.values import active_recorder
+        if active_recorder() is None:
             return fn(*args, **kwargs)
         return script(fn)(*args, **kwargs)
     wrapper.__kiln_original__ = fn  # type: ignore[attr-defined]

@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-_NO_TORCH_FUNCTION = {"has_torch_function", "has_torch_function_unary", "has_torch_function_variadic"}
+_NO_TORCH_FUNCTION = {"has_torch_function", "has_torch_function_unary", "has_torch_function_variadic",
+                      "_has_torch_function", "_has_torch_function_unary", "_has_torch_function_variadic"}
 
 
 class CallMixin(_Base):
@@ -285,6 +286,8 @@ class CallMixin(_Base):
             return self.comp.call_module(self, base, m.name, args, kwargs, node)
         if isinstance(base, ObjectVal):
             return self.comp.call_object_method(self, base, m.name, args, kwargs, node)
+        if isinstance(base, Items):
+            return self.items_method(base, m.name, node)
         if not isinstance(base, Value):
             raise self.fail(node, f"cannot call method {m.name!r} here")
         t = base.type
@@ -310,6 +313,17 @@ class CallMixin(_Base):
             raise self.fail(node, f"{t.annotation()} has no method {m.name!r} taking "
                                   f"({', '.join(v.type.annotation() for v in vals)})")
         return r
+
+    def items_method(self, base: Items, name: str, node: ast.AST) -> Binding:
+        """``kwargs.items()`` and friends on a sequence fixed while compiling."""
+        keys = [self.b.constant(k) for k in base.keys] if base.keys is not None else None
+        if name == "items" and keys is not None:
+            return Items(tuple(Items((k, v)) for k, v in zip(keys, base.items)))
+        if name == "keys" and keys is not None:
+            return Items(tuple(keys))
+        if name == "values":
+            return Items(base.items)
+        raise self.fail(node, f"{name}() is not available on this compile-time sequence")
 
     def tensor_method(self, base: Value, name: str, vals: list[Value], kw: dict[str, Value], node: ast.AST) -> Value:
         alias = _METHOD_ALIASES.get(name)
@@ -563,8 +577,11 @@ def _len(em: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.AST
 
 def _minmax(which: str) -> Callable[..., Any]:
     def fn(em: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.AST) -> Any:
+        if set(kwargs) == {"key"} and len(args) == 1:
+            return em.comp.sorted_by_key(em, args[0], kwargs, node, pick=which)
         if kwargs:
-            raise em.fail(node, f"{which}() with key= or default= is not supported")
+            raise em.fail(node, f"{which}() with default= is not supported; test for an empty "
+                                "sequence first")
         if len(args) == 1 and isinstance(args[0], Items):
             args = list(args[0].items)
         vals = em.values_of(args, node)

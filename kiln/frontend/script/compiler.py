@@ -772,9 +772,35 @@ class Compiler:
                                "`[i for i in range(n)]`")
         return trip  # pragma: no cover
 
-    def sorted_by_key(self, em: Any, seq: Binding, kwargs: dict[str, Binding], node: ast.AST) -> Value:
-        raise self.error(node, "sorted(..., key=...) is not supported: sort a list of tuples "
-                               "(key, value) instead")
+    def sorted_by_key(self, em: Any, seq: Binding, kwargs: dict[str, Binding], node: ast.AST,
+                      pick: Optional[str] = None) -> Value:
+        """``sorted(xs, key=f)`` (and ``min``/``max`` with ``key=``, ``pick`` = "min"/"max"):
+        the keys are computed by a loop calling ``f`` (inlined), then a stable argsort."""
+        reverse = kwargs.get("reverse")
+        scope = em.scope
+        scope.vars["__kiln_seq"] = em.to_value(seq, node)
+        scope.vars["__kiln_key"] = kwargs["key"]
+        expr = ast.parse("[__kiln_key(__kiln_x) for __kiln_x in __kiln_seq]", mode="eval").body
+        for n in ast.walk(expr):
+            n.lineno, n.col_offset = getattr(node, "lineno", 1), getattr(node, "col_offset", 0)  # type: ignore[attr-defined]
+            n.end_lineno, n.end_col_offset = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)  # type: ignore[attr-defined]
+        try:
+            keys = em.value(expr)
+            rev = em.b.constant(pick == "max") if pick else (
+                em.to_value(reverse, node) if reverse is not None else em.b.constant(False))
+            perm = em.b.value("prim::kiln_argsort", [keys, rev], ListType(IntType))
+            seqv = scope.vars["__kiln_seq"]
+            if pick:
+                first = em.op_value("aten::__getitem__", [perm, em.b.constant(0)], {}, node)
+                return em.op_value("aten::__getitem__", [seqv, first], {}, node)  # type: ignore[no-any-return]
+            scope.vars["__kiln_perm"] = perm
+            out = ast.parse("[__kiln_seq[__kiln_i] for __kiln_i in __kiln_perm]", mode="eval").body
+            for n in ast.walk(out):
+                n.lineno, n.col_offset = getattr(node, "lineno", 1), getattr(node, "col_offset", 0)  # type: ignore[attr-defined]
+            return em.value(out, expected=seqv.type)  # type: ignore[no-any-return]
+        finally:
+            for k in ("__kiln_seq", "__kiln_key", "__kiln_perm"):
+                scope.vars.pop(k, None)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -157,6 +157,14 @@ class ExprMixin(_Base):
         return self.binary(name, a, b, node)
 
     def binary(self, name: str, a: Value, b: Value, node: ast.AST) -> Value:
+        if isinstance(a.type, ClassType):
+            info = self.comp.class_info_by_name(a.type.qualname)
+            dunder = "__" + {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv",
+                             "floordiv": "floordiv", "remainder": "mod", "pow": "pow",
+                             "matmul": "matmul"}.get(name, name.strip("_")) + "__"
+            if info is not None and hasattr(info.cls, dunder):
+                r = self.comp.call_object_method(self, ObjectVal(a, info), dunder, [b], {}, node)
+                return self.to_value(r, node)
         if is_tensor(a.type) or is_tensor(b.type):
             op = _TENSOR_BINOPS.get(name, name)
             if op == "floor_divide" or op == "remainder" or is_tensor(a.type):
@@ -262,7 +270,8 @@ class ExprMixin(_Base):
         if isinstance(node, ast.BoolOp):
             return self.bool_op(node)
         if isinstance(node, ast.Compare):
-            return self.compare(node)
+            c, t, f = self.compare(node)
+            return self.truth(c, node), t, f
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance" \
                 and len(node.args) == 2:
             return self.isinstance_check(node)

@@ -436,6 +436,8 @@ def _has_var(t: Type) -> bool:
 def _bind_var(expected: Type, actual: Type, bindings: dict[str, Type]) -> bool:
     """Match ``actual`` against a type containing type variables, extending ``bindings``."""
     from kiln.ir.types import FutureType, NamedTupleType, VarType, unify
+    if not _has_var(expected):
+        return _type_fits(expected, actual, False, bindings, None)
     if isinstance(expected, VarType):
         bound = bindings.get(expected.name)
         if bound is None:

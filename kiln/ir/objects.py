@@ -77,6 +77,52 @@ def argsort(keys: list[Any], reverse: bool) -> list[int]:
     return sorted(range(len(keys)), key=keys.__getitem__, reverse=reverse)
 
 
+def del_slice(lst: list[Any], start: Any, end: Any, step: int) -> None:
+    del lst[start:end:step]
+
+
+_TYPE_CACHE: dict[str, Any] = {}
+
+
+def value_is(v: Any, types: tuple[str, ...]) -> bool:
+    """``isinstance`` against IR type spellings, decided on the run-time value."""
+    from kiln.ir.types import parse_type
+    for spelling in types:
+        t = _TYPE_CACHE.get(spelling)
+        if t is None:
+            t = _TYPE_CACHE[spelling] = parse_type(spelling)
+        if _fits(v, t):
+            return True
+    return False
+
+
+def _fits(v: Any, t: Any) -> bool:
+    from kiln.ir import types as T
+    if t == T.AnyType:
+        return True
+    if isinstance(t, T.TensorType):
+        return isinstance(v, torch.Tensor)
+    if isinstance(t, T.OptionalType):
+        return v is None or _fits(v, t.elem)
+    if isinstance(t, T.UnionType):
+        return any(_fits(v, e) for e in t.elems)
+    if isinstance(t, T.ListType):
+        return isinstance(v, list) and all(_fits(x, t.elem) for x in v)
+    if isinstance(t, T.TupleType):
+        return isinstance(v, tuple) and (not t.elems or (len(v) == len(t.elems) and
+                                                         all(_fits(x, e) for x, e in zip(v, t.elems))))
+    if isinstance(t, T.DictType):
+        return isinstance(v, dict)
+    simple = {T.IntType: int, T.FloatType: float, T.BoolType: bool, T.StrType: str, T.NoneType: type(None),
+              T.DeviceType: torch.device, T.ComplexType: complex}
+    py = simple.get(t)
+    if py is not None:
+        return isinstance(v, py) and not (py is int and isinstance(v, bool))
+    if isinstance(t, T.ClassType):
+        return getattr(v, "_kiln_type", None) == t.qualname or type(v).__name__ == t.qualname.rsplit(".", 1)[-1]
+    return False
+
+
 def set_grad_enabled(flag: bool) -> None:
     torch.set_grad_enabled(flag)
 
@@ -95,6 +141,18 @@ prim("prim::kiln_completed_future(t value) -> Future(t)", completed_future,
 prim("aten::wait(Future(t) self) -> t", wait, lambda n, a: f"{a[0]}.value")
 prim("prim::EnumName(Any enum) -> str", enum_name, lambda n, a: f"{a[0]}.name")
 prim("prim::EnumValue(Any enum) -> Any", enum_value, lambda n, a: f"{a[0]}.value")
+prim("aten::eq.enum(Any a, Any b) -> bool", lambda a, b: a is b, lambda n, a: f"({a[0]} is {a[1]})")
+prim("aten::ne.enum(Any a, Any b) -> bool", lambda a, b: a is not b,
+     lambda n, a: f"({a[0]} is not {a[1]})")
+prim("prim::isinstance(Any to_check) -> bool", lambda v, *, types=(): value_is(v, types),
+     lambda n, a: f"_objects.value_is({a[0]}, {tuple(n.attrs.get('types', ()))!r})")
+prim("prim::kiln_del_slice(t[] l, int? start, int? end, int step) -> ()", del_slice,
+     lambda n, a: f"_objects.del_slice({', '.join(a)})", side_effects=True)
+_tensor = prim("aten::tensor(t[] data, *, ScalarType? dtype=None, Device? device=None, "
+               "bool requires_grad=False) -> Tensor", torch.tensor)
+_tensor.kw_names = ("dtype", "device", "requires_grad")
+prim("prim::kiln_round_ndigits(float x, int n) -> float", lambda x, n: round(x, n))
+prim("prim::kiln_python_call(...) -> Any", lambda *a, fn: fn(*a), side_effects=True)
 prim("prim::kiln_argsort(t[] keys, bool reverse) -> int[]", argsort)
 prim("aten::_set_grad_enabled(bool enabled) -> ()", set_grad_enabled,
      lambda n, a: f"torch.set_grad_enabled({a[0]})", side_effects=True)

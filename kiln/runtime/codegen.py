@@ -391,8 +391,10 @@ class CompiledFunction:
         return InputError(f"{self.name}() takes {n} input{'s' if n != 1 else ''} ({names}) "
                           f"but {given} {'was' if given == 1 else 'were'} given")
 
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        """Positional values for a call that names some inputs by keyword (the slow path)."""
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+             defaults: Optional[dict[str, Any]] = None) -> tuple[Any, ...]:
+        """Positional values for a call that names some inputs by keyword or leaves some to
+        their defaults (the slow path)."""
         values = list(args) + [_MISSING] * (len(self.input_names) - len(args))
         for key, v in kwargs.items():
             if key not in self.input_names:
@@ -402,6 +404,9 @@ class CompiledFunction:
             if i >= len(values) or values[i] is not _MISSING:
                 raise InputError(f"{self.name}() got multiple values for input {key!r}")
             values[i] = v
+        for i, name in enumerate(self.input_names):
+            if values[i] is _MISSING and defaults and name in defaults:
+                values[i] = defaults[name]
         missing = [n for n, v in zip(self.input_names, values) if v is _MISSING]
         if missing:
             raise InputError(f"{self.name}() is missing input(s) {', '.join(missing)}")

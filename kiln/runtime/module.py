@@ -78,15 +78,16 @@ interception = _Interception()
 class ScriptFunction:
     """A free function held as a graph; calling it runs the graph's generated code."""
 
-    def __init__(self, name: str, graph: Graph) -> None:
+    def __init__(self, name: str, graph: Graph, defaults: Optional[dict[str, Any]] = None) -> None:
         self.name = name
         self.graph = graph
+        self.defaults = defaults or {}     # input name -> default value
         self._compiled: Optional[CompiledFunction] = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         cf = self._compiled or self._compile()
-        if kwargs:
-            args = cf.bind(args, kwargs)
+        if kwargs or (self.defaults and len(args) < len(cf.input_names)):
+            args = cf.bind(args, kwargs, self.defaults)
         if interception.fn is not None:
             return interception.fn(self, args)
         return self._run(cf, args)

@@ -49,8 +49,9 @@ def script(obj: Any, optimize: Any = None, _frames_up: int = 0, _rcb: Any = None
             cached = _function_cache.get(obj)
             if cached is not None:
                 return cached
-            graph = Compiler().compile_function(obj)
-            fn = ScriptFunction(getattr(obj, "__name__", "fn"), graph)
+            comp = Compiler()
+            graph = comp.compile_function(obj)
+            fn = ScriptFunction(getattr(obj, "__name__", "fn"), graph, comp.defaults_of(obj))
             functools.update_wrapper(fn, obj, updated=())  # type: ignore[arg-type]
             _function_cache[obj] = fn
             return fn
@@ -100,8 +101,10 @@ class CompilationUnit:
         from kiln.runtime.module import ScriptFunction
         with _lock:
             for f in fdefs:
-                graph = Compiler().compile_function(self._sources[f.name])
-                self._functions[f.name] = ScriptFunction(f.name, graph)
+                comp = Compiler()
+                graph = comp.compile_function(self._sources[f.name])
+                self._functions[f.name] = ScriptFunction(f.name, graph,
+                                                         comp.defaults_of(self._sources[f.name]))
 
     def __getattr__(self, name: str) -> Any:
         fns = self.__dict__.get("_functions", {})

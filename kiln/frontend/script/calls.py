@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
 import math
 import types
 import warnings
@@ -216,6 +217,8 @@ class CallMixin(_Base):
         builtin = _BUILTINS.get(obj) if _hashable(obj) else None
         if builtin is not None:
             return builtin(self, args, kwargs, node)
+        if obj in (torch.no_grad, torch.enable_grad):
+            return PyObj(obj())
         if isinstance(obj, type):
             return self.comp.construct(self, obj, args, kwargs, node)
         from kiln.runtime.module import ScriptFunction
@@ -351,8 +354,11 @@ class CallMixin(_Base):
             return self.b.value("aten::item", [base], AnyType if False else FloatType) if False else \
                 self.op_value("aten::item", [base], {}, node)
         if name == "tolist":
-            raise self.fail(node, "Tensor.tolist() needs its result annotated: "
-                                  "`xs: List[float] = t.tolist()` is not supported yet; iterate the tensor instead")
+            expected = getattr(self, "expected_type", None)
+            if expected is None:
+                raise self.fail(node, "Tensor.tolist() needs its result type: annotate the "
+                                      "assignment, e.g. `xs: List[float] = t.tolist()`")
+            return self.b.value("aten::tolist", [base], expected)
         return self.op_value(f"aten::{name}", [base, *vals], kw, node)
 
     # -- lambdas -------------------------------------------------------------------------
@@ -390,6 +396,8 @@ class CallMixin(_Base):
             return [PyObj(x) for x in it.obj]
         if isinstance(it, ModuleVal):
             return self.comp.module_items(self, it, node)
+        if isinstance(it, PyObj) and isinstance(it.obj, type) and issubclass(it.obj, enum.Enum):
+            return [PyObj(m) for m in it.obj]
         return None
 
     def iteration(self, it: Binding, node: ast.AST) -> tuple[Value, Callable[[Value], Binding]]:
@@ -426,6 +434,8 @@ class CallMixin(_Base):
                 parts = list(self.b.unpack(v, list(v.type.elems)))
             elif isinstance(v.type, ListType) and star is None and n >= 0:
                 parts = list(self.b.unpack(v, [v.type.elem] * n))
+            elif isinstance(v.type, ListType) and star is not None:
+                return self.unpack_list_starred(v, n, star, where)
             elif isinstance(v.type, TensorType) and star is None and n >= 0:
                 parts = list(self.b.op("aten::unbind.int", [v, self.b.constant(0)], [ListType(TENSOR)]).outputs)
                 parts = list(self.b.unpack(parts[0], [TENSOR] * n))
@@ -445,6 +455,18 @@ class CallMixin(_Base):
         mvals = [self.to_value(p, where) for p in middle]
         starred = self.b.list(mvals) if mvals else self.b.list([], TENSOR)
         return [*parts[:before], starred, *parts[len(parts) - after:]]
+
+    def unpack_list_starred(self, v: Value, n: int, star: int, where: ast.AST) -> list[Binding]:
+        """``a, *b, c = xs`` on a list: items by index, the starred part as a slice."""
+        after = n - star - 1
+        out: list[Binding] = []
+        for i in range(star):
+            out.append(self.op_value("aten::__getitem__", [v, self.b.constant(i)], {}, where))
+        end = self.b.constant(-after if after else None, None if after else OptionalType(IntType))
+        out.append(self.op_value("aten::slice", [v, self.b.constant(star), end, self.b.constant(1)], {}, where))
+        for i in range(after):
+            out.append(self.op_value("aten::__getitem__", [v, self.b.constant(i - after)], {}, where))
+        return out
 
     # -- exceptions and annotations ------------------------------------------------------
     def exception_parts(self, exc: Optional[ast.expr], node: ast.AST) -> tuple[Optional[str], Any]:
@@ -567,7 +589,13 @@ def _zip(em: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.AST
 def _len(em: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.AST) -> Any:
     if isinstance(args[0], Items):
         return em.b.constant(len(args[0].items))
+    if isinstance(args[0], ModuleVal):
+        return em.b.constant(len(args[0].info.subs))
+    if isinstance(args[0], ObjectVal):
+        return em.comp.call_object_method(em, args[0], "__len__", [], {}, node)
     v = em.to_value(args[0], node)
+    if isinstance(v.type, NamedTupleType):
+        return em.b.constant(len(v.type.elems))
     if isinstance(v.type, TupleType):
         return em.b.constant(len(v.type.elems))
     if isinstance(v.type, TensorType):
@@ -724,7 +752,7 @@ def _round(em: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.A
     if len(vals) == 1:
         r = em.op_value("aten::round", vals, {}, node)
         return em.op_value("aten::Int", [r], {}, node) if r.type == FloatType else r
-    return em.op_value("aten::round", vals, {}, node)
+    return em.b.value("prim::kiln_round_ndigits", vals, vals[0].type)
 
 
 def _anyall(which: str) -> Callable[..., Any]:

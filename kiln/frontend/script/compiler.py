@@ -163,6 +163,8 @@ class Compiler:
             if hint is not None and not isinstance(hint, str):
                 return ann.from_python(hint, self.class_type_for)
         except ann.AnnotationError as e:
+            if p.globals.get("__name__", "").startswith("torch"):
+                return None       # an annotation only TorchScript's overload machinery reads
             raise self.error(arg, str(e)) from None
         if arg.annotation is not None:
             return em.annotation(arg.annotation)
@@ -192,6 +194,20 @@ class Compiler:
     def new_emitter(self, b: Builder, p: ParsedFunction, self_class: Optional[type] = None) -> Any:
         from kiln.frontend.script.emitter import FunctionEmitter
         return FunctionEmitter(self, b, p.source, p.name, p.globals, p.closure, self_class)
+
+    def defaults_of(self, fn: Any) -> dict[str, Any]:
+        """The default values of a function's parameters (constants only, for source text)."""
+        p = self.parse_function(fn)
+        if p.defaults:
+            return dict(p.defaults)
+        a = p.fdef.args
+        names = [x.arg for x in a.args][len(a.args) - len(a.defaults):]
+        out = {}
+        for name, d in zip(names, a.defaults):
+            v = _ast_default(d)
+            if v is not _NO_DEFAULT:
+                out[name] = v
+        return out
 
     def compile_function(self, fn: Any) -> Graph:
         """A free function as a graph (its parameters default to Tensor, as in TorchScript)."""
@@ -299,8 +315,14 @@ class Compiler:
             return val, None
         else:
             v = em.to_value(val, node) if not isinstance(val, (ModuleVal, ObjectVal)) else val.value
-        saved = em.frames if hasattr(em, "frames") else None
-        del saved
+        if p.globals.get("__name__", "").startswith("torch"):
+            # PyTorch's own Python functions annotate for TorchScript's overloads
+            # (BroadcastingList2, Optional[List[float]] for a float); they are inlined, so a
+            # value that does not fit the annotation goes in as it is.
+            try:
+                return em.convert(v, t, node, f"argument {param.arg!r} of {p.name}()"), t
+            except CompileError:
+                return v, None
         return em.convert(v, t, node, f"argument {param.arg!r} of {p.name}()"), t
 
     def inline_graph(self, em: Any, fn: Any, args: list[Value], node: ast.AST) -> Value:
@@ -472,10 +494,13 @@ class Compiler:
         owner = next(c for c in cls.__mro__ if name in c.__dict__)
         return self.inline_function(em, attr, args, kwargs, node, ov, owner)
 
-    def set_attribute(self, em: Any, base: Any, name: str, value: Value, node: ast.AST) -> None:
+    def set_attribute(self, em: Any, base: Any, name: str, value: Value, node: ast.AST,
+                      declared: Optional[Type] = None) -> None:
         if isinstance(base, ObjectVal):
             info = base.info
             t = info.fields.get(name)
+            if t is None and declared is not None and not info.ready:
+                info.fields[name] = t = declared
             if t is None:
                 if info.ready:
                     raise self.error(node, f"{info.cls.__name__} object has no attribute {name!r}; "
@@ -538,7 +563,7 @@ class Compiler:
             hints.update(getattr(klass, "__annotations__", {}) or {})
         consts = set(getattr(cls, "__constants__", ()) or ())
         for name, v in vars(module).items():
-            if name.startswith("_") or name == "training":
+            if name in _MODULE_INTERNALS or name == "training" or name.startswith("_kiln"):
                 continue
             hint = hints.get(name)
             if name in consts or (hint is not None and ann.is_final(hint)):
@@ -711,6 +736,23 @@ class Compiler:
             return [em.b.constant(k) for k in info.subs]
         return items
 
+    def module_items_raw(self, em: Any, mv: ModuleVal) -> list[Binding]:
+        return [ModuleVal(em.b.get_attr(mv.value, n, sub.type), sub) for n, sub in mv.info.subs.items()]
+
+    def python_call(self, em: Any, mv: ModuleVal, fn: Any, args: list[Binding], kwargs: dict[str, Binding],
+                    node: ast.AST) -> Value:
+        """An ``@ignore``d method: left to Python, called at run time (it cannot be saved)."""
+        hints = getattr(fn, "__annotations__", {})
+        ret = hints.get("return", torch.Tensor)
+        try:
+            rt = ann.from_python(ret, self.class_type_for) if ret is not None else NoneType
+        except ann.AnnotationError as e:
+            raise self.error(node, f"the return annotation of ignored {fn.__name__}: {e}") from None
+        if kwargs:
+            raise self.error(node, f"ignored {fn.__name__}() takes positional arguments only here")
+        vals = [em.to_value(a, node) for a in args]
+        return em.b.value("prim::kiln_python_call", [mv.value, *vals], rt, fn=fn)  # type: ignore[no-any-return]
+
     def module_keys(self, mv: ModuleVal) -> Optional[tuple[str, ...]]:
         if isinstance(mv.info.module, torch.nn.ModuleDict):
             return tuple(mv.info.subs)
@@ -719,15 +761,21 @@ class Compiler:
     def call_module(self, em: Any, mv: ModuleVal, name: str, args: list[Binding],
                     kwargs: dict[str, Binding], node: ast.AST) -> Binding:
         info = mv.info
+        if isinstance(info.module, torch.nn.ModuleDict) and name in ("items", "keys", "values"):
+            subs = self.module_items_raw(em, mv)
+            keys = [em.b.constant(k) for k in info.subs]
+            if name == "keys":
+                return Items(tuple(keys))
+            if name == "values":
+                return Items(tuple(subs))
+            return Items(tuple(Items((k, v)) for k, v in zip(keys, subs)))
         fn = inspect.getattr_static(type(info.module), name, None) if info.module is not info.sm else None
         mod = _modifier(fn) if fn is not None else None
         if mod == "unused":
             em.b.raise_exception(f"{name} was marked unused and cannot be called", "RuntimeError")
             return em.uninitialized(AnyType)  # type: ignore[no-any-return]
         if mod == "ignore":
-            raise self.error(node, f"{name} is marked @ignore: it is left to Python and cannot be called "
-                                   "from compiled code that runs without Python; mark it @unused, or "
-                                   "remove the marker so it is compiled")
+            return self.python_call(em, mv, fn, args, kwargs, node)
         if fn is not None and _needs_inlining(fn):
             return self.inline_function(em, fn, args, kwargs, node, mv, type(info.module))
         sig = self.method_sig(info, name, node)
@@ -805,6 +853,9 @@ class Compiler:
 
 # -- helpers ---------------------------------------------------------------------------------
 
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+
+
 def finish_graph(graph: Graph) -> None:
     from kiln.passes.dce import eliminate_dead_code
     eliminate_dead_code(graph)
@@ -853,9 +904,11 @@ def _modifier(fn: Any) -> Optional[str]:
     ts = getattr(fn, "_torchscript_modifier", None)
     if ts is None:
         return None
-    name = getattr(ts, "name", str(ts)).lower()
-    return {"export": "export", "ignore": "ignore", "unused": "unused", "copy_to_script_wrapper": None,
-            "default": None}.get(name, None)
+    text = str(getattr(ts, "value", ts)).lower()
+    for kind in ("export", "ignore", "unused"):
+        if text.startswith(kind):
+            return kind
+    return None
 
 
 def _defines_forward(cls: type) -> bool:

@@ -83,6 +83,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         self.scope = Scope()
         self.uninit: set[Value] = set()
         self.return_type: Optional[Type] = None
+        self.expected_type: Optional[Type] = None    # the annotated type of the value being built
 
     # -- errors and locations -----------------------------------------------------------
     def fail(self, node: Optional[ast.AST], cause: str) -> Exception:
@@ -208,7 +209,11 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
                 self.scope.declared[s.target.id] = declared
                 return FALL
             raise self.fail(s, "an annotated attribute needs a value")
-        value = self.expr(s.value, expected=declared)
+        self.expected_type = declared
+        try:
+            value = self.expr(s.value, expected=declared)
+        finally:
+            self.expected_type = None
         self.assign(s.target, value, s.value, declared)
         return FALL
 
@@ -233,7 +238,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         elif isinstance(target, (ast.Tuple, ast.List)):
             self.assign_unpack(target, value, where)
         elif isinstance(target, ast.Attribute):
-            self.assign_attribute(target, self.to_value(value, where), where)
+            self.assign_attribute(target, self.to_value(value, where), where, declared)
         elif isinstance(target, ast.Subscript):
             self.assign_subscript(target, self.to_value(value, where), where)
         elif isinstance(target, ast.Starred):
@@ -242,6 +247,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
             raise self.fail(target, f"cannot assign to {type(target).__name__}")
 
     def assign_name(self, name: str, value: Binding, where: ast.AST, declared: Optional[Type]) -> None:
+        self.scope.refined.pop(name, None)
         if not isinstance(value, Value):
             self.scope.vars[name] = value
             return
@@ -426,6 +432,9 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
     def emit_unrolled(self, s: ast.For, items: list[Binding]) -> Exit:
         cond = getattr(s, "kiln_cond", None)
         for i, item in enumerate(items):
+            for n in ast.walk(s.target):
+                if isinstance(n, ast.Name):
+                    self.scope.declared.pop(n.id, None)
             self.assign(s.target, item, s, None)
             if i and cond is not None:
                 guard = ast.copy_location(ast.If(test=cond, body=list(s.body), orelse=[]), s)
@@ -439,34 +448,43 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
     def emit_loop(self, s: ast.For | ast.While, it: Optional[Binding]) -> Exit:
         carried = self.carried_names(s)
         forced: dict[str, Type] = {}
-        for _attempt in range(4):
+        for _attempt in range(6):
             node, needs = self._try_loop(s, it, carried, forced)
             if not needs:
                 return FALL
             node.destroy()
-            forced.update(needs)
+            for name, t in needs.items():
+                if t is None:
+                    carried.remove(name)
+                else:
+                    forced[name] = t
         raise self.fail(s, "internal error: loop-carried types did not settle")
 
     def carried_names(self, s: ast.For | ast.While) -> list[str]:
+        """Names the body assigns: those bound before the loop, and new ones (which start
+        uninitialized, so that they are defined after the loop as in Python)."""
         assigned: list[str] = []
         for n in ast.walk(ast.Module(body=list(s.body), type_ignores=[])):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in assigned:
                 assigned.append(n.id)
-            elif isinstance(n, (ast.ListComp, ast.DictComp, ast.GeneratorExp, ast.SetComp, ast.Lambda)):
-                pass
+        if isinstance(s, ast.For):
+            assigned.extend(n.id for n in ast.walk(s.target)
+                            if isinstance(n, ast.Name) and n.id not in assigned)
         out = []
         for name in assigned:
             v = self.scope.get(name)
-            if isinstance(v, Value):
+            if isinstance(v, Value) or (v is None or isinstance(v, Undefined)) and \
+                    not name.startswith("__kiln_c"):
                 out.append(name)
         return out
 
     def _try_loop(self, s: ast.For | ast.While, it: Optional[Binding], carried: list[str],
-                  forced: dict[str, Type]) -> tuple[Node, dict[str, Type]]:
+                  forced: dict[str, Type]) -> tuple[Node, dict[str, Optional[Type]]]:
         entry: list[Value] = []
         for name in carried:
             v = self.scope.get(name)
-            assert isinstance(v, Value)
+            if not isinstance(v, Value):
+                v = self.uninitialized(AnyType)   # first assigned in the body
             if name in forced and v in self.uninit:
                 v = self.uninitialized(forced[name])
             entry.append(v)
@@ -490,10 +508,14 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
             ex = self.emit_stmts(list(s.body))
             next_cond = self.loop_next_condition(s) if ex.kind == "fall" else self.b.constant(False)
             body.register_output(next_cond)
-            needs: dict[str, Type] = {}
+            needs: dict[str, Optional[Type]] = {}
             for name, t in zip(carried, types):
                 v = self.scope.get(name)
                 if not isinstance(v, Value):
+                    if entry[carried.index(name)] in self.uninit:
+                        needs[name] = None     # a compile-time value local to the body: not carried
+                        body.register_output(entry[carried.index(name)])
+                        continue
                     raise self.fail(s, f"{name!r} is bound to a compile-time value inside the loop; "
                                        "compile-time values cannot change in a loop")
                 if t == AnyType and v not in self.uninit and v.type != AnyType:
@@ -501,6 +523,8 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
                 body.register_output(self._fill_uninit(v, t))
         inner = self.scope
         self.scope = outer
+        if needs:
+            return node, needs
         for name, out in zip(carried, node.outputs):
             out.name = name
             self.scope.vars[name] = out

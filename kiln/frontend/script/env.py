@@ -91,10 +91,10 @@ class Scope:
     def get(self, name: str) -> Optional[Binding]:
         s: Optional[Scope] = self
         while s is not None:
-            if name in s.vars:
-                return s.vars[name]
             if name in s.refined:
                 return s.refined[name]
+            if name in s.vars:
+                return s.vars[name]
             s = s.parent
         return None
 

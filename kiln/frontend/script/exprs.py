@@ -172,6 +172,9 @@ class ExprMixin(_Base):
                 if r is not None:
                     return r
             return self.reflected(op, a, b, node)
+        if name == "pow" and a.type == IntType and b.type == IntType and \
+                isinstance(self.constant_of(b), int) and self.constant_of(b) >= 0:
+            return self.b.value("aten::pow.int_to_int", [a, b], IntType)   # Python: int ** int >= 0 is int
         r = self.try_op(f"aten::{name}", [a, b], {})
         if r is None and name in ("__and__", "__or__", "__xor__") and a.type == BoolType:
             r = self.try_op(f"aten::{name}", [a, b], {})
@@ -229,8 +232,8 @@ class ExprMixin(_Base):
         return self.op_value(f"aten::{name}", [v], {}, node)
 
     def expr_Compare(self, node: ast.Compare) -> Binding:
-        cond, _, _ = self.condition(node)
-        return cond
+        result, _, _ = self.compare(node)    # a tensor comparison stays a tensor
+        return result
 
     def expr_BoolOp(self, node: ast.BoolOp) -> Binding:
         cond, _, _ = self.condition(node)
@@ -347,6 +350,11 @@ class ExprMixin(_Base):
         if isinstance(op, (ast.Is, ast.IsNot)):
             return self.identity(node.left, right, isinstance(op, ast.IsNot), node)
         if isinstance(op, (ast.In, ast.NotIn)):
+            container = self.expr(right)
+            if isinstance(container, Items) and container.keys is not None:
+                key = self.constant_of(self.value(node.left))
+                found = key in container.keys
+                return self.b.constant(found != isinstance(op, ast.NotIn)), {}, {}
             v = self.contains(node.left, right, node)
             if isinstance(op, ast.NotIn):
                 v = self.b.value("aten::__not__", [v], BoolType)
@@ -358,6 +366,14 @@ class ExprMixin(_Base):
         if folded is not None:
             return self.b.constant(folded), {}, {}
         a, b = self.to_value(a_b, node.left), self.to_value(b_b, right)
+        if isinstance(a.type, EnumType) and isinstance(b.type, EnumType) and name in ("eq", "ne"):
+            return self.b.value(f"aten::{name}.enum", [a, b], BoolType), {}, {}
+        if isinstance(a.type, ClassType) and name in ("eq", "ne", "lt", "le", "gt", "ge"):
+            info = self.comp.class_info_by_name(a.type.qualname)
+            dunder = f"__{name}__"
+            if info is not None and hasattr(info.cls, dunder) and dunder in _user_dunders(info.cls):
+                r = self.comp.call_object_method(self, ObjectVal(a, info), dunder, [b], {}, node)
+                return self.truth(r, node), {}, {}
         if is_tensor(b.type) and not is_tensor(a.type):
             a, b, name = b, a, _SWAPPED[name]
         r = self.try_op(f"aten::{name}", [a, b], {})
@@ -435,11 +451,18 @@ class ExprMixin(_Base):
 
     def contains(self, item: ast.expr, container: ast.expr, node: ast.AST) -> Value:
         c = self.value(container)
+        if isinstance(c.type, ClassType):
+            info = self.comp.class_info_by_name(c.type.qualname)
+            if info is not None and hasattr(info.cls, "__contains__"):
+                r = self.comp.call_object_method(self, ObjectVal(c, info), "__contains__",
+                                                 [self.value(item)], {}, node)
+                return self.to_value(r, node)
         x = self.value(item)
         if isinstance(c.type, DictType):
             return self.op_value("aten::__contains__", [c, x], {}, node)
         if c.type == StrType:
-            return self.op_value("aten::__contains__", [c, x], {}, node)
+            found = self.op_value("aten::find", [c, x], {}, node)
+            return self.op_value("aten::ne", [found, self.b.constant(-1)], {}, node)
         if isinstance(c.type, ListType):
             return self.op_value("aten::__contains__", [c, x], {}, node)
         if isinstance(c.type, TupleType):
@@ -491,7 +514,7 @@ class ExprMixin(_Base):
             return self.comp.module_attribute(self, base, name, node)
         if isinstance(base, ObjectVal):
             return self.comp.object_attribute(self, base, name, node)
-        if isinstance(base, SuperVal):
+        if isinstance(base, (SuperVal, Items)):
             return Bound(base, name)
         if isinstance(base, Value):
             return self.value_attribute(base, name, node)
@@ -636,6 +659,10 @@ class _AtenName:
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+def _user_dunders(cls: type) -> set[str]:
+    return {n for k in cls.__mro__ if k is not object for n in vars(k)}
 
 
 def _symbol(name: str) -> str:

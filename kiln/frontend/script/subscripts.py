@@ -204,6 +204,10 @@ class SubscriptMixin(_Base):
 
     def delete_item(self, target: ast.Subscript) -> None:
         base = self.value(target.value)
+        if isinstance(target.slice, ast.Slice) and isinstance(base.type, ListType):
+            start, end, step = self.slice_parts(target.slice)
+            self.b.op("prim::kiln_del_slice", [base, start, end, step], [])
+            return
         key = self.value(target.slice)
         if isinstance(base.type, DictType):
             self.op_value("aten::Delete", [base, key], {}, target)
@@ -212,10 +216,11 @@ class SubscriptMixin(_Base):
         else:
             raise self.fail(target, f"`del` of an item of {base.type.annotation()} is not supported")
 
-    def assign_attribute(self, target: ast.Attribute, value: Value, where: ast.AST) -> None:
+    def assign_attribute(self, target: ast.Attribute, value: Value, where: ast.AST,
+                         declared: Any = None) -> None:
         base = self.expr(target.value)
         if isinstance(base, (ModuleVal, ObjectVal)):
-            self.comp.set_attribute(self, base, target.attr, value, where)
+            self.comp.set_attribute(self, base, target.attr, value, where, declared)
             return
         raise self.fail(target, "only attributes of `self` (or of script-class objects) can be assigned")
 

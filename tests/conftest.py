@@ -121,9 +121,9 @@ def _every_graph_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         check_graph(graph)
         define(self, name, graph)  # type: ignore[arg-type]
 
-    def checked_init(self: module.ScriptFunction, name: str, graph: object) -> None:
+    def checked_init(self: module.ScriptFunction, name: str, graph: object, *rest: object) -> None:
         check_graph(graph)
-        init(self, name, graph)  # type: ignore[arg-type]
+        init(self, name, graph, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module.ScriptModule, "_kiln_define_method", checked_define)
     monkeypatch.setattr(module.ScriptFunction, "__init__", checked_init)

@@ -150,10 +150,31 @@ def _enum_default(t: Type, value: Any) -> Any:
 
 
 def parse_schema(text: str) -> Schema:
-    """Parse a schema written as ``ns::name.overload(Type arg=default, *, ...) -> Ret``."""
+    """Parse a schema written as ``ns::name.overload(Type arg=default, *, ...) -> Ret``.
+
+    Alias annotations (``Tensor(a!)``, ``t[](a!)``, ``t(b -> *)``, ``t(*)?``) are read as
+    the dispatcher writes them: they are dropped from the type, and an argument whose
+    annotation carries ``!`` is recorded as written (``is_write``, so the op is not pure).
+    Quoted string defaults are unescaped (``" \\n\\t"`` is a space, a newline and a tab)."""
+    import ast
+    import re
+    alias = re.compile(r"(\w*)\((\*|[a-z](?:\|[a-z])*!?(?:\s*->\s*(?:\*|[a-z]))?)\)")
+    generics = ("Future", "Await", "RRef", "Dict", "Union", "Optional", "List", "Tuple")
+
+    def strip_alias(decl: str) -> tuple[str, bool]:
+        written = False
+
+        def drop(m: re.Match[str]) -> str:
+            nonlocal written
+            if m.group(1) in generics:   # ``Future(t)`` is a type, not an alias set
+                return m.group(0)
+            written = written or "!" in m.group(2)
+            return m.group(1)
+        return alias.sub(drop, decl), written
+
     head, _, rest = text.partition("(")
     close = _matching_paren(rest)
-    body, ret = rest[:close], rest[close + 1:]
+    body, ret = rest[:close], strip_alias(rest[close + 1:])[0]
     name, _, overload = head.strip().partition(".")
     args: list[Argument] = []
     kw_only = False
@@ -165,9 +186,12 @@ def parse_schema(text: str) -> Schema:
             return Schema(name, overload, tuple(args), _parse_returns(ret), is_vararg=True,
                           is_varret=ret.strip().endswith("..."))
         decl, _, default = part.partition("=")
-        tname, _, aname = decl.strip().rpartition(" ")
-        d: Any = NO_DEFAULT if not default else _literal(default.strip())
-        args.append(Argument(aname, parse_type(tname), d, kw_only))
+        decl, written = strip_alias(decl.strip())
+        tname, _, aname = decl.rpartition(" ")
+        default = default.strip()
+        d: Any = NO_DEFAULT if not default else (
+            ast.literal_eval(default) if default[:1] in "\"'" else _literal(default))
+        args.append(Argument(aname, parse_type(tname), d, kw_only, written))
     return Schema(name, overload, tuple(args), _parse_returns(ret),
                   is_varret=ret.strip().endswith("..."))
 

@@ -11,8 +11,6 @@ Structural kinds -- ``prim::Param``, ``prim::Return``, ``prim::Constant``, ``pri
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -145,41 +143,10 @@ prim("aten::numel(Tensor self) -> int", lambda t: t.numel(), lambda n, a: f"{a[0
 prim("prim::device(Tensor a) -> Device", lambda t: t.device, lambda n, a: f"{a[0]}.device")
 prim("prim::dtype(Tensor a) -> ScalarType", lambda t: t.dtype, lambda n, a: f"{a[0]}.dtype")
 prim("aten::len.Tensor(Tensor t) -> int", len, lambda n, a: f"len({a[0]})")
-prim("aten::len.t(Any[] a) -> int", len, lambda n, a: f"len({a[0]})")
-prim("aten::__getitem__.t(Any[] list, int idx) -> Any", operator.getitem, lambda n, a: f"{a[0]}[{a[1]}]")
+prim("prim::NumToTensor.bool(bool a) -> Tensor", num_to_tensor)
 
 
-def _binary(symbol: str) -> Emit:
-    return lambda n, a: f"({a[0]} {symbol} {a[1]})"
-
-
-def _int_div(a: int, b: int) -> float:
-    return a / b
-
-
-_ARITH: tuple[tuple[str, str, Callable[[Any, Any], Any]], ...] = (
-    ("add", "+", operator.add), ("sub", "-", operator.sub), ("mul", "*", operator.mul),
-    ("floordiv", "//", operator.floordiv), ("remainder", "%", operator.mod),
-)
-_COMPARE: tuple[tuple[str, str, Callable[[Any, Any], Any]], ...] = (
-    ("eq", "==", operator.eq), ("ne", "!=", operator.ne), ("lt", "<", operator.lt),
-    ("gt", ">", operator.gt), ("le", "<=", operator.le), ("ge", ">=", operator.ge),
-)
-
-for _name, _sym, _fn in _ARITH:
-    prim(f"aten::{_name}.int(int a, int b) -> int", _fn, _binary(_sym))
-    prim(f"aten::{_name}.float(float a, float b) -> float", _fn, _binary(_sym))
-for _name, _sym, _fn in _COMPARE:
-    prim(f"aten::{_name}.int(int a, int b) -> bool", _fn, _binary(_sym))
-    prim(f"aten::{_name}.float(float a, float b) -> bool", _fn, _binary(_sym))
-prim("aten::div.int(int a, int b) -> float", _int_div, _binary("/"))
-prim("aten::div.float(float a, float b) -> float", operator.truediv, _binary("/"))
-prim("aten::neg.int(int a) -> int", operator.neg, lambda n, a: f"(-{a[0]})")
-prim("aten::neg.float(float a) -> float", operator.neg, lambda n, a: f"(-{a[0]})")
-prim("aten::__not__(bool self) -> bool", operator.not_, lambda n, a: f"(not {a[0]})")
-prim("aten::sqrt.int(int a) -> float", math.sqrt, lambda n, a: f"math.sqrt({a[0]})")
-prim("aten::__getitem__.Dict_str(Dict(str, Any) self, str key) -> Any", operator.getitem,
-     lambda n, a: f"{a[0]}[{a[1]}]")
-prim("aten::__getitem__.Dict_int(Dict(int, Any) self, int key) -> Any", operator.getitem,
-     lambda n, a: f"{a[0]}[{a[1]}]")
-
+# TorchScript's builtins on numbers, lists, dicts and strings (``aten::add.int``,
+# ``aten::append.t``, ``aten::len.str`` ...) are tables in kiln.ir.builtins*; importing this
+# module registers them too.
+from kiln.ir import builtins as _builtins  # noqa: E402,F401

@@ -674,6 +674,33 @@ _EXPR_FORMS: dict[str, _ExprForm] = {
 }
 
 
+def _isinstance_form(p: _CodePrinter, node: Node) -> _Expr:
+    from kiln.ir.types import parse_type
+    names = [parse_type(str(t)).annotation() for t in node.attrs.get("types", ())]
+    target = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+    return _Expr(f"isinstance({p.use(node.inputs[0]).text}, {target})")
+
+
+def _create_object_form(p: _CodePrinter, node: Node) -> _Expr:
+    cls = node.outputs[0].type.annotation()
+    return _Expr(f"{cls}.__new__({cls})")
+
+
+def _attribute_form(attr: str) -> _ExprForm:
+    def form(p: _CodePrinter, node: Node) -> _Expr:
+        return _Expr(f"{_paren(p.use(node.inputs[0]), _ATOM)}.{attr}")
+    return form
+
+
+# Forms of the operators script-compiled code uses for objects, enums and isinstance.
+_EXPR_FORMS.update({
+    "prim::isinstance": _isinstance_form,
+    "prim::CreateObject": _create_object_form,
+    "prim::EnumName": _attribute_form("name"),
+    "prim::EnumValue": _attribute_form("value"),
+})
+
+
 def _set_attr_stmt(p: _CodePrinter, node: Node) -> str:
     name = str(node.attrs.get("name", ""))
     value = p.use(node.inputs[1]).text

@@ -212,6 +212,11 @@ class ScriptModule(torch.nn.Module):
         if name not in self._kiln_attributes:
             self._kiln_attributes.append(name)
 
+    def define(self, source: str) -> None:
+        """(Re)define methods from TorchScript source text (``def name(self, ...): ...``)."""
+        from kiln.frontend.script.api import define_methods   # the compiler, on demand
+        define_methods(self, source)
+
     @property
     def original_name(self) -> str:
         return str(self._kiln_original_name)

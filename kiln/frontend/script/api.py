@@ -73,11 +73,17 @@ class CompilationUnit:
         names TorchScript source may use (``torch``, ``math``, typing names)."""
         import math
         import typing
+        from kiln.frontend.script.compiler import KNOWN_TYPES, TorchNamespace
+        from kiln.frontend.script.exprs import OpsNamespace
+        from kiln.frontend.script.calls import UNCHECKED_CAST, UNINITIALIZED
         ns: dict[str, Any] = {"torch": torch, "math": math, "Tensor": torch.Tensor,
                               "List": typing.List, "Dict": typing.Dict, "Tuple": typing.Tuple,
                               "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any,
-                              "ops": torch.ops, "annotate": torch.jit.annotate,
-                              "uninitialized": None, "number": float}
+                              "ops": OpsNamespace(""), "annotate": annotate, "Future": torch.jit.Future,
+                              "uninitialized": UNINITIALIZED, "unchecked_cast": UNCHECKED_CAST,
+                              "number": float, "inf": math.inf, "nan": math.nan,
+                              "__torch__": TorchNamespace("__torch__", KNOWN_TYPES),
+                              "Device": torch.device, "NoneType": type(None)}
         ns.update(self._sources)
         return ns
 

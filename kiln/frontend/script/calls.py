@@ -203,7 +203,15 @@ class CallMixin(_Base):
             return self.attribute(base, key, node)
         if name in _NO_TORCH_FUNCTION:
             return self.b.constant(False)
-        if obj in _CONSTANT_CALLS:
+        if obj is UNCHECKED_CAST or obj is UNINITIALIZED:
+            t = self.annotation(node.args[0])
+            if obj is UNINITIALIZED:
+                return self.uninitialized(t)
+            v = self.value(node.args[1])
+            return self.b.value("prim::unchecked_cast", [v], t)
+        if obj is builtins.isinstance or obj in _CONSTANT_CALLS and False:
+            pass
+        if _hashable(obj) and obj in _CONSTANT_CALLS:
             return self.b.constant(_CONSTANT_CALLS[obj])
         if obj is builtins.super:
             return self.super_value(node)
@@ -212,8 +220,11 @@ class CallMixin(_Base):
     def call_python(self, obj: Any, args: list[Binding], kwargs: dict[str, Binding], node: ast.AST) -> Binding:
         from kiln.frontend.script.exprs import _AtenName
         if isinstance(obj, _AtenName):
-            return self.op_value(f"aten::{obj.name}", self.values_of(args, node),
-                                 {k: self.to_value(v, node) for k, v in kwargs.items()}, node)
+            vals = self.values_of(args, node)
+            if obj.qualified == "aten::format":
+                return self.b.value("aten::format", vals, StrType)
+            return self.op_value(obj.qualified, vals, {k: self.to_value(v, node) for k, v in kwargs.items()},
+                                 node)
         builtin = _BUILTINS.get(obj) if _hashable(obj) else None
         if builtin is not None:
             return builtin(self, args, kwargs, node)
@@ -291,6 +302,9 @@ class CallMixin(_Base):
             return self.comp.call_object_method(self, base, m.name, args, kwargs, node)
         if isinstance(base, Items):
             return self.items_method(base, m.name, node)
+        if isinstance(base, PyObj) and m.name == "__new__" and isinstance(base.obj, type):
+            info = self.comp.class_info(base.obj)
+            return ObjectVal(self.b.value("prim::CreateObject", [], info.type), info)
         if not isinstance(base, Value):
             raise self.fail(node, f"cannot call method {m.name!r} here")
         t = base.type
@@ -517,6 +531,19 @@ class CallMixin(_Base):
             if obj is None:
                 return None
         return obj
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# TorchScript source's typed builtins: ``unchecked_cast(T, x)`` and ``uninitialized(T)``.
+UNCHECKED_CAST = _Marker("unchecked_cast")
+UNINITIALIZED = _Marker("uninitialized")
 
 
 class RangeVal:

@@ -66,6 +66,24 @@ from kiln.ir.types import (
 
 _MAX_DEPTH = 64
 
+# Every script class, enum and NamedTuple Kiln has compiled in this process, by qualified
+# name: TorchScript source (``.code``) refers to them as ``__torch__.pkg.Class``.
+KNOWN_TYPES: dict[str, type] = {}
+
+
+class TorchNamespace:
+    """``__torch__`` in TorchScript source: ``__torch__.a.B`` is the known type ``__torch__.a.B``."""
+
+    def __init__(self, path: str, known: dict[str, type]) -> None:
+        self._path = path
+        self._known = known
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        path = f"{self._path}.{name}"
+        return self._known.get(path) or TorchNamespace(path, self._known)
+
 
 @dataclass(eq=False)
 class SourceFunction:
@@ -343,6 +361,7 @@ class Compiler:
     # -- classes, NamedTuples, enums ---------------------------------------------------
     def class_type_for(self, cls: type) -> Optional[Type]:
         if ann.is_namedtuple_class(cls):
+            KNOWN_TYPES.setdefault(_qualname(cls), cls)
             return ann.namedtuple_type(cls, _qualname(cls), self.class_type_for)
         if ann.is_enum_class(cls):
             return self.enum_type(cls)
@@ -374,23 +393,25 @@ class Compiler:
     def enum_type(self, cls: type) -> EnumType:
         q = _qualname(cls)
         self.enums[q] = cls
+        KNOWN_TYPES.setdefault(q, cls)
         return EnumType(q)
 
     def enum_value_type(self, t: EnumType) -> Type:
-        cls = self.enums.get(t.qualname)
+        cls = self.enums.get(t.qualname) or KNOWN_TYPES.get(t.qualname)
         if cls is None:
             return AnyType
         vals = [m.value for m in cls]   # type: ignore[var-annotated]
         return type_of_value(vals[0]) if vals else AnyType
 
     def lookup_type_name(self, dotted: str) -> Any:
-        return self.source_types.get(dotted)
+        return self.source_types.get(dotted) or KNOWN_TYPES.get(dotted)
 
     def class_info(self, cls: type) -> ClassInfo:
         info = self.classes.get(cls)
         if info is not None:
             return info
         info = ClassInfo(cls, ClassType(_qualname(cls)))
+        KNOWN_TYPES.setdefault(info.type.qualname, cls)
         self.classes[cls] = info
         self.classes_by_name[info.type.qualname] = info
         self._learn_fields(info)

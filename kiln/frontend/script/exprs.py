@@ -484,6 +484,9 @@ class ExprMixin(_Base):
             return v
         if is_subtype(v.type, t):
             return v
+        if v.type == NumberType and t in (FloatType, IntType, BoolType):
+            op = {FloatType: "aten::Float.Scalar", IntType: "aten::Int.Scalar", BoolType: "aten::Bool.Scalar"}[t]
+            return self.b.value(op, [v], t)
         if t == FloatType and v.type == IntType:
             return self.b.value("aten::Float.int", [v], FloatType) if self.constant_of(v) is ... \
                 else self.b.constant(float(self.constant_of(v)))
@@ -521,6 +524,8 @@ class ExprMixin(_Base):
         raise self.fail(node, f"{type(base).__name__} has no attribute {name!r}")
 
     def py_attribute(self, obj: Any, name: str, node: ast.AST) -> Binding:
+        if name == "__new__" and isinstance(obj, type):
+            return Bound(PyObj(obj), name)
         if isinstance(obj, type) and issubclass(obj, enum.Enum) and name in obj.__members__:
             return PyObj(obj.__members__[name])
         try:
@@ -655,10 +660,30 @@ class ExprMixin(_Base):
 
 
 class _AtenName:
-    """``torch.<name>`` that is no Python attribute: an ATen builtin by name (``torch.append``)."""
+    """``torch.<name>`` that is no Python attribute: an ATen builtin by name (``torch.append``);
+    ``ops.<ns>.<name>`` in TorchScript source: the operator ``ns::name``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, namespace: str = "aten") -> None:
         self.name = name
+        self.namespace = namespace
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}::{self.name}"
+
+
+class OpsNamespace:
+    """``ops`` in TorchScript source text: ``ops.prim.Name`` names the operator ``prim::Name``."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if not self._namespace:
+            return OpsNamespace(name)
+        return _AtenName(name, self._namespace)
 
 
 def _user_dunders(cls: type) -> set[str]:

@@ -1,0 +1,195 @@
+"""TorchScript's builtin operators on non-tensor values, registered under TorchScript's names.
+
+A script compiler lowers ``a + b`` on ints, ``len(s)``, ``l.append(x)``, ``d.get(k)`` or
+``math.sqrt(x)`` to these operators, and archives written by ``torch.jit.save`` call them by
+name (``torch.add(a, b)``, ``torch.append(l, x)``), so their qualified names, overload names
+and schemas are TorchScript's own.  Schemas keep TorchScript's type variables (``t``,
+``tVal``); a mutating operator says so with an alias annotation (``t[](a!)``), which makes
+the registry record the write and the operator impure.
+
+The operators live in three modules, each a set of tables:
+
+* this one: the registration helper, how values print (:func:`to_text`, TorchScript's
+  ``str``/``print`` text) and the ``prim::`` builtins (``Print``, ``Uninitialized``,
+  ``unchecked_cast``, tensor attribute reads such as ``prim::is_cuda``) and ``aten::warn``;
+* :mod:`kiln.ir.builtins_scalar`: int/float/complex/bool arithmetic, comparisons, ``math``
+  functions and conversions;
+* :mod:`kiln.ir.builtins_containers`: list, dict and str operators.
+
+Semantics are Python's wherever Python returns a value, with the result typed as the schema
+says (``aten::pow.int`` gives a float, ``aten::round.float`` a float).  Where Python raises
+on float maths but TorchScript gives the IEEE value (``1.0 / 0.0``, ``math.sqrt(-1.0)``,
+``math.log(0.0)``), the IEEE value is returned, as TorchScript does.  Values print as
+TorchScript prints them (``str(1.0)`` is ``"1."``; strings in containers are unquoted).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any, Optional
+
+import torch
+
+from kiln.ir.ops import OpInfo, parse_schema, registry
+
+Emit = Callable[[Any, list[str]], str]
+
+
+def binding_of(fn: Callable[..., Any]) -> str:
+    """A dotted path that names ``fn`` (``kiln.ir.builtins_scalar.div``, ``math.sqrt``,
+    ``builtins.str.lower``), or "" when there is none; generated code names its cells after it."""
+    owner: Any = getattr(fn, "__objclass__", None)
+    if owner is not None and getattr(builtins, owner.__name__, None) is owner:
+        path = f"builtins.{owner.__name__}.{getattr(fn, '__name__', '')}"
+    else:
+        module = getattr(fn, "__module__", None) or "builtins"
+        path = f"{module}.{getattr(fn, '__qualname__', '')}"
+    return path if resolve_binding(path) is fn else ""
+
+
+def resolve_binding(path: str) -> Any:
+    """The object a binding path names (None when it names nothing)."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
+def builtin(schema: str, impl: Callable[..., Any], emit: Optional[Emit] = None, *,
+            side_effects: bool = False) -> OpInfo:
+    """Register one overload.  ``impl`` takes the node's inputs positionally; its Python
+    defaults are the schema's, since a node may leave trailing defaulted inputs out."""
+    s = parse_schema(schema)
+    if emit is not None and not s.is_vararg and any(a.has_default for a in s.arguments):
+        emit = _with_defaults(emit, [repr(a.default) for a in s.arguments])
+    return registry.register(OpInfo(s, impl, (), side_effects=side_effects,
+                                    binding_name=binding_of(impl), emit=emit))
+
+
+def _with_defaults(emit: Emit, defaults: list[str]) -> Emit:
+    """``emit`` given every argument: the ones a node left out are the schema defaults."""
+    return lambda n, a: emit(n, a + defaults[len(a):])
+
+
+def named(fn: Any, name: str, module: str) -> Callable[..., Any]:
+    """Give a generated function a module-level name, so that its binding resolves."""
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = module
+    setattr(importlib.import_module(module), name, fn)
+    result: Callable[..., Any] = fn
+    return result
+
+
+def call(fn: str) -> Emit:
+    """Emit ``fn(a, b, ...)`` (a builtin or ``math.`` function)."""
+    return lambda n, a: f"{fn}({', '.join(a)})"
+
+
+def method(name: str) -> Emit:
+    """Emit ``a0.name(a1, ...)``."""
+    return lambda n, a: f"{a[0]}.{name}({', '.join(a[1:])})"
+
+
+# -- how values print (TorchScript's IValue printer) ---------------------------------------
+
+_INT64 = 2 ** 63
+_DTYPE_CODES = {d: i for i, d in enumerate(
+    getattr(torch, n, None) for n in (
+        "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
+        "complex32", "complex64", "complex128", "bool", "qint8", "quint8", "qint32", "bfloat16"))}
+
+
+def float_text(x: float) -> str:
+    """``1.`` for integral values that fit an int64, else 17 significant digits."""
+    if x == x and abs(x) != float("inf") and x == int(x) and -_INT64 <= x < _INT64:
+        return f"{int(x)}."
+    return f"{x:.17g}"
+
+
+def to_text(v: Any) -> str:
+    """TorchScript's ``str(v)``: floats as ``1.``, strings in containers unquoted, dtypes as
+    their ScalarType number; tensors as Python prints them."""
+    if isinstance(v, float):
+        return float_text(v)
+    if isinstance(v, (bool, int, str)) or v is None:
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(map(to_text, v)) + "]"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(map(to_text, v)) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{to_text(k)}: {to_text(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, torch.dtype) and v in _DTYPE_CODES:
+        return str(_DTYPE_CODES[v])
+    return str(v)
+
+
+# -- prim:: builtins and warnings --------------------------------------------------------------
+
+def print_values(*values: Any) -> None:
+    """``print(a, b)``: values as TorchScript prints them, separated by spaces."""
+    print(*map(to_text, values))
+
+
+def uninitialized() -> None:
+    """The placeholder TorchScript puts where a variable has no value yet (never read)."""
+    return None
+
+
+def unchecked_cast(x: Any) -> Any:
+    return x
+
+
+def warn(message: str, stacklevel: int = 2, *, warn_id: int = 0) -> None:
+    """``warnings.warn(message)``; ``warn_id`` is the attribute TorchScript's node carries."""
+    warnings.warn(message, UserWarning, stacklevel=stacklevel)
+
+
+builtin("prim::Print(...) -> ()", print_values, side_effects=True)
+builtin("prim::Uninitialized() -> Any", uninitialized, lambda n, a: "None")
+builtin("prim::unchecked_cast(t x) -> t", unchecked_cast, lambda n, a: a[0])
+builtin("prim::unchecked_unwrap_optional(t(a)? optional) -> t(a)", unchecked_cast, lambda n, a: a[0])
+builtin("aten::warn(str message, int stacklevel=2) -> ()", warn, side_effects=True)
+
+# Tensor and device attributes TorchScript reads with prim:: ops: (op, schema tail, attribute).
+_ATTRIBUTES: tuple[tuple[str, str, str], ...] = (
+    *((f"is_{d}", "(Tensor a) -> bool", f"is_{d}") for d in (
+        "cuda", "cpu", "xpu", "xla", "mps", "meta", "quantized", "sparse", "sparse_csr",
+        "mkldnn", "vulkan", "ipu", "maia", "mtia", "nested")),
+    ("layout", "(Tensor a) -> Layout", "layout"),
+    ("requires_grad", "(Tensor a) -> bool", "requires_grad"),
+    ("data", "(Tensor(a) a) -> Tensor(a)", "data"),
+    ("grad", "(Tensor a) -> Tensor(*)", "grad"),
+    ("name", "(Tensor a) -> str?", "name"),
+    ("itemsize", "(Tensor a) -> int", "itemsize"),
+    ("nbytes", "(Tensor a) -> int", "nbytes"),
+    ("index", "(Device self) -> int?", "index"),
+    ("type", "(Device self) -> str", "type"),
+)
+
+
+def _attribute_reader(attr: str) -> Callable[..., Any]:
+    def read(x: Any) -> Any:
+        return getattr(x, attr)
+    return named(read, f"attribute_{attr}", __name__)
+
+
+def _attribute_emit(attr: str) -> Emit:
+    return lambda n, a: f"{a[0]}.{attr}"
+
+
+for _op, _tail, _attr in _ATTRIBUTES:
+    builtin(f"prim::{_op}{_tail}", _attribute_reader(_attr), _attribute_emit(_attr))
+
+# The scalar and container operators register themselves on import.
+from kiln.ir import builtins_containers as _containers  # noqa: E402,F401
+from kiln.ir import builtins_scalar as _scalar  # noqa: E402,F401

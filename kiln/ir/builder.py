@@ -22,6 +22,7 @@ from kiln.ir.types import (
     AnyType,
     BoolType,
     ListType,
+    NamedTupleType,
     NoneType,
     OptionalType,
     StrType,
@@ -100,7 +101,7 @@ class Builder:
         return self.value("prim::DictConstruct", flat, type)
 
     def unpack(self, seq: Value, types: Sequence[Type]) -> builtins.list[Value]:
-        kind = "prim::TupleUnpack" if isinstance(seq.type, TupleType) else "prim::ListUnpack"
+        kind = "prim::TupleUnpack" if isinstance(seq.type, (TupleType, NamedTupleType)) else "prim::ListUnpack"
         return list(self.op(kind, [seq], list(types)).outputs)
 
     # -- objects -----------------------------------------------------------------------

@@ -9,18 +9,20 @@ the registry record the write and the operator impure.
 
 The operators live in three modules, each a set of tables:
 
-* this one: the registration helper, how values print (:func:`to_text`, TorchScript's
-  ``str``/``print`` text) and the ``prim::`` builtins (``Print``, ``Uninitialized``,
-  ``unchecked_cast``, tensor attribute reads such as ``prim::is_cuda``) and ``aten::warn``;
+* this one: the registration helper and the ``prim::`` builtins (``Print``,
+  ``Uninitialized``, ``unchecked_cast``, tensor attribute reads such as ``prim::is_cuda``) and
+  ``aten::warn``;
 * :mod:`kiln.ir.builtins_scalar`: int/float/complex/bool arithmetic, comparisons, ``math``
   functions and conversions;
 * :mod:`kiln.ir.builtins_containers`: list, dict and str operators.
 
-Semantics are Python's wherever Python returns a value, with the result typed as the schema
-says (``aten::pow.int`` gives a float, ``aten::round.float`` a float).  Where Python raises
-on float maths but TorchScript gives the IEEE value (``1.0 / 0.0``, ``math.sqrt(-1.0)``,
-``math.log(0.0)``), the IEEE value is returned, as TorchScript does.  Values print as
-TorchScript prints them (``str(1.0)`` is ``"1."``; strings in containers are unquoted).
+Semantics are Python's, as everywhere in Kiln where TorchScript's meaning departs from
+Python's: Python's results and Python's exceptions (``1 / 0`` raises ZeroDivisionError,
+``math.sqrt(-1.0)`` ValueError, ints do not wrap at 64 bits, ``str(0.1)`` is ``"0.1"``,
+``d.popitem()`` takes the last item), with the result typed as the schema says
+(``aten::round.float`` gives a float, ``aten::pow.int`` a float).  Where a schema fixes a
+TorchScript convention, the convention holds: ``aten::find``'s default ``end=-1`` means the
+end of the string, and so does any negative ``end`` (``-2`` is one before the end).
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Optional
-
-import torch
 
 from kiln.ir.ops import OpInfo, parse_schema, registry
 
@@ -99,46 +99,7 @@ def method(name: str) -> Emit:
     return lambda n, a: f"{a[0]}.{name}({', '.join(a[1:])})"
 
 
-# -- how values print (TorchScript's IValue printer) ---------------------------------------
-
-_INT64 = 2 ** 63
-_DTYPE_CODES = {d: i for i, d in enumerate(
-    getattr(torch, n, None) for n in (
-        "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
-        "complex32", "complex64", "complex128", "bool", "qint8", "quint8", "qint32", "bfloat16"))}
-
-
-def float_text(x: float) -> str:
-    """``1.`` for integral values that fit an int64, else 17 significant digits."""
-    if x == x and abs(x) != float("inf") and x == int(x) and -_INT64 <= x < _INT64:
-        return f"{int(x)}."
-    return f"{x:.17g}"
-
-
-def to_text(v: Any) -> str:
-    """TorchScript's ``str(v)``: floats as ``1.``, strings in containers unquoted, dtypes as
-    their ScalarType number; tensors as Python prints them."""
-    if isinstance(v, float):
-        return float_text(v)
-    if isinstance(v, (bool, int, str)) or v is None:
-        return str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(map(to_text, v)) + "]"
-    if isinstance(v, tuple):
-        return "(" + ", ".join(map(to_text, v)) + ("," if len(v) == 1 else "") + ")"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{to_text(k)}: {to_text(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, torch.dtype) and v in _DTYPE_CODES:
-        return str(_DTYPE_CODES[v])
-    return str(v)
-
-
 # -- prim:: builtins and warnings --------------------------------------------------------------
-
-def print_values(*values: Any) -> None:
-    """``print(a, b)``: values as TorchScript prints them, separated by spaces."""
-    print(*map(to_text, values))
-
 
 def uninitialized() -> None:
     """The placeholder TorchScript puts where a variable has no value yet (never read)."""
@@ -154,7 +115,7 @@ def warn(message: str, stacklevel: int = 2, *, warn_id: int = 0) -> None:
     warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
-builtin("prim::Print(...) -> ()", print_values, side_effects=True)
+builtin("prim::Print(...) -> ()", print, call("print"), side_effects=True)
 builtin("prim::Uninitialized() -> Any", uninitialized, lambda n, a: "None")
 builtin("prim::unchecked_cast(t x) -> t", unchecked_cast, lambda n, a: a[0])
 builtin("prim::unchecked_unwrap_optional(t(a)? optional) -> t(a)", unchecked_cast, lambda n, a: a[0])

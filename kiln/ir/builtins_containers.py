@@ -10,11 +10,10 @@ only ASCII text behaves the same there).  See :mod:`kiln.ir.builtins` for the se
 from __future__ import annotations
 
 import operator
-import string
 from collections.abc import Callable
 from typing import Any, Optional
 
-from kiln.ir.builtins import Emit, builtin, call, method, named, to_text
+from kiln.ir.builtins import Emit, builtin, call, method, named
 
 _ELEMS = ("int", "float", "bool", "Tensor", "str")   # TorchScript's typed list overloads
 _KEYS = ("str", "int", "bool", "float", "complex", "Tensor")
@@ -302,52 +301,9 @@ def join(sep: str, values: list[str]) -> str:
     return sep.join(values)
 
 
-def to_str(v: Any) -> str:
-    """``str(v)`` as TorchScript prints values (``str(1.0)`` is ``"1."``)."""
-    return to_text(v)
-
-
-class _Formatter(string.Formatter):
-    """``str.format``: a plain ``{}`` prints as TorchScript's ``str``, a spec as Python's ``format``."""
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        return format(value, format_spec) if format_spec else to_text(value)
-
-
-_FORMATTER = _Formatter()
-
-
-def format_(fmt: str, *args: Any) -> str:
-    return _FORMATTER.format(fmt, *args)
-
-
-class _Shown:
-    """A value for ``%`` formatting whose ``%s`` text is TorchScript's ``str``."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __str__(self) -> str:
-        return to_text(self.value)
-
-    def __repr__(self) -> str:
-        return repr(self.value)
-
-    def __int__(self) -> int:
-        return int(self.value)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __index__(self) -> int:
-        return operator.index(self.value)
-
-
 def percent_format(fmt: str, *args: Any) -> str:
     """``fmt % values``: TorchScript passes the values as one input (a tuple, or one value)."""
-    values = args[0] if len(args) == 1 else args
-    shown = tuple(map(_Shown, values)) if isinstance(values, tuple) else _Shown(values)
-    return fmt % shown
+    return fmt % (args[0] if len(args) == 1 else args)
 
 
 def _str_methods() -> list[tuple[str, Callable[..., Any], Optional[Emit]]]:
@@ -391,8 +347,8 @@ _STR_OPS: tuple[tuple[str, Callable[..., Any], Optional[Emit]], ...] = (
     ("aten::hex(int i) -> str", hex, call("hex")),
     ("aten::bin(int i) -> str", bin, call("bin")),
     ("aten::oct(int i) -> str", oct, call("oct")),
-    ("aten::str(t elem) -> str", to_str, None),
-    ("aten::format(str self, ...) -> str", format_, None),
+    ("aten::str(t elem) -> str", str, call("str")),
+    ("aten::format(str self, ...) -> str", str.format, method("format")),
     ("aten::percentFormat(str self, ...) -> str", percent_format, None),
     *_str_methods(),
 )

@@ -3,7 +3,7 @@
 Each family is one table row listing TorchScript's overloads as ``overload:result`` pairs,
 where the overload name says the operand types (``int_float`` is ``(int a, float b)``, ``-``
 the default overload on ``Scalar``).  See :mod:`kiln.ir.builtins` for the semantics rules:
-Python's results, typed as the schema says, IEEE values where Python raises on floats.
+Python's results and exceptions, typed as the schema says.
 """
 
 from __future__ import annotations
@@ -53,162 +53,69 @@ def _binary(symbol: str) -> Emit:
     return lambda n, a: f"({a[0]} {symbol} {a[1]})"
 
 
-# -- IEEE results where Python raises -----------------------------------------------------------
+# -- arithmetic on two numbers ---------------------------------------------------------------------
 
-def _ieee_div(a: float, b: float) -> float:
-    """``a / b`` for a zero ``b``: a signed infinity, or NaN for 0/0."""
-    if a == 0 or a != a:
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
-def div(a: Number, b: Number) -> Number:
-    """True division (``aten::div``): an int pair gives a float, a zero divisor IEEE values."""
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if isinstance(a, complex) or isinstance(b, complex):
-            raise
-        return _ieee_div(a, b)
-    except OverflowError:   # ints too large for a float quotient
-        return float(a) / float(b)
-
-
-def floordiv(a: Number, b: Number) -> Number:
-    """``a // b``; an int pair stays int (and raises on zero), floats give IEEE values."""
-    try:
-        return a // b
-    except ZeroDivisionError:
-        if isinstance(a, int) and isinstance(b, int):
-            raise
-        return _ieee_div(a, b)
-
-
-def remainder(a: Number, b: Number) -> Number:
-    """``a % b`` with Python's sign rule; a float remainder by zero is NaN."""
-    try:
-        return a % b
-    except ZeroDivisionError:
-        if isinstance(a, int) and isinstance(b, int):
-            raise
-        return math.nan
-
-
-def pow_real(a: Number, b: Number) -> float:
-    """``a ** b`` as a float (``aten::pow.int`` is float too); NaN for a complex root of a
-    negative base, infinity on overflow, as C's ``pow``."""
-    try:
-        r = float(a) ** b
-    except OverflowError:
-        return torch.pow(torch.tensor(float(a), dtype=torch.float64), float(b)).item()
-    return math.nan if isinstance(r, complex) else r
-
-
-def pow_number(a: Number, b: Number) -> Number:
-    """``aten::pow`` on complex operands, and ``int_to_int`` (Python's ``**``)."""
-    return a ** b
+def pow_float(a: Number, b: Number) -> float:
+    """``a ** b`` typed float (``aten::pow.int`` is float in TorchScript); a real power that
+    Python would make complex (``(-8.0) ** (1 / 3)``) is an error, as in ``math.pow``."""
+    r = a ** b
+    if isinstance(r, complex):
+        raise ValueError(f"{a!r} ** {b!r} is not a real number")
+    return float(r)
 
 
 def round_to_zero_floordiv(a: int, b: int) -> int:
+    """Integer division rounding toward zero (C's ``/`` on ints)."""
     q = abs(a) // abs(b)
     return q if (a < 0) == (b < 0) else -q
 
 
-def divmod_(a: Number, b: Number) -> tuple[Number, Number]:
-    return divmod(a, b)  # type: ignore[no-any-return]
-
-
 def log_base(a: Number, b: Number) -> Number:
-    """``math.log(a, b)``, computed as TorchScript does: ``log(a) / log(b)``."""
+    """``math.log(a, b)`` (``cmath.log`` for complex operands)."""
     if isinstance(a, complex) or isinstance(b, complex):
-        return cmath.log(a) / cmath.log(b)
-    return div(REAL["log"](a), REAL["log"](b))
-
-
-def polar(a: Number, b: Number) -> complex:
-    return cmath.rect(a, b)
+        return cmath.log(a, b)
+    return math.log(a, b)
 
 
 _BINARY_ROWS: tuple[tuple[str, Callable[..., Any], Optional[Emit], str], ...] = (
     ("add", operator.add, _binary("+"), _CLOSED),
     ("sub", operator.sub, _binary("-"), _CLOSED),
     ("mul", operator.mul, _binary("*"), _CLOSED),
-    ("div", div, None, "int:float complex:complex float:float -:float"),
-    ("floordiv", floordiv, None, "int:int float:float int_float:float float_int:float -:Scalar"),
-    ("remainder", remainder, None, "int:int float:float int_float:float float_int:float -:Scalar"),
-    ("pow", pow_real, None, "int:float float:float int_float:float float_int:float Scalar_Scalar:float"),
-    ("pow", pow_number, None, "complex:complex float_complex:complex complex_float:complex int_to_int:int"),
+    ("div", operator.truediv, _binary("/"), "int:float complex:complex float:float -:float"),
+    ("floordiv", operator.floordiv, _binary("//"), "int:int float:float int_float:float float_int:float -:Scalar"),
+    ("remainder", operator.mod, _binary("%"), "int:int float:float int_float:float float_int:float -:Scalar"),
+    ("pow", pow_float, None, "int:float float:float int_float:float float_int:float Scalar_Scalar:float"),
+    ("pow", operator.pow, _binary("**"), "complex:complex float_complex:complex complex_float:complex "
+     "int_to_int:int"),
     ("__round_to_zero_floordiv", round_to_zero_floordiv, None, "int:int"),
     ("log", log_base, None, "int_int:float float_float:float complex_complex:complex int_float:float "
      "float_int:float int_complex:complex complex_int:complex float_complex:complex "
      "complex_float:complex Scalar_Scalar:float"),
-    ("polar", polar, None, "int:complex float:complex int_float:complex float_int:complex "
-     "Scalar_Scalar:Scalar"),
+    ("polar", cmath.rect, call("cmath.rect"), "int:complex float:complex int_float:complex "
+     "float_int:complex Scalar_Scalar:Scalar"),
 )
 
 
 # -- math functions of one argument ---------------------------------------------------------
 
-def _float_fn(name: str, fn: Callable[[float], float],
-              fallback: Callable[[float], float]) -> Callable[..., Any]:
-    """``fn`` on a real number; where Python raises (domain or range error) the C result."""
-    def real(a: float) -> float:
-        try:
-            return fn(a)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            return fallback(a)
-    return _fn(f"{name}_real", real)
-
-
-def _via_torch(op: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[float], float]:
-    return lambda a: float(op(torch.tensor(float(a), dtype=torch.float64)).item())
-
-
-def _gamma_c(a: float) -> float:
-    """C's ``tgamma`` where ``math.gamma`` raises: poles, negative integers, overflow."""
-    if a == 0:
-        return math.copysign(math.inf, a)
-    if a < 0 and (a == math.floor(a) or a == -math.inf):
-        return math.nan
-    return math.inf
-
-
-def _angle(a: float) -> float:
+def angle(a: float) -> float:
+    """The argument of a real number: 0 for non-negative values, pi for negative ones."""
     return a if a != a else (math.pi if a < 0 else 0.0)
 
 
-# (op, function on reals, the C result where it raises, complex function or None); each op
-# has .int and .float overloads returning float, .Scalar, and .complex where a function is given
-_UNARY_ROWS: tuple[tuple[str, Callable[[float], float], Callable[[float], float],
-                         Optional[Callable[[complex], Any]]], ...] = (
-    ("sqrt", math.sqrt, _via_torch(torch.sqrt), cmath.sqrt),
-    ("log", math.log, _via_torch(torch.log), cmath.log),
-    ("log10", math.log10, _via_torch(torch.log10), cmath.log10),
-    ("log1p", math.log1p, _via_torch(torch.log1p), None),
-    ("exp", math.exp, _via_torch(torch.exp), cmath.exp),
-    ("expm1", math.expm1, _via_torch(torch.expm1), None),
-    ("sin", math.sin, _via_torch(torch.sin), cmath.sin),
-    ("cos", math.cos, _via_torch(torch.cos), cmath.cos),
-    ("tan", math.tan, _via_torch(torch.tan), cmath.tan),
-    ("asin", math.asin, _via_torch(torch.asin), cmath.asin),
-    ("acos", math.acos, _via_torch(torch.acos), cmath.acos),
-    ("atan", math.atan, _via_torch(torch.atan), cmath.atan),
-    ("sinh", math.sinh, _via_torch(torch.sinh), cmath.sinh),
-    ("cosh", math.cosh, _via_torch(torch.cosh), cmath.cosh),
-    ("tanh", math.tanh, _via_torch(torch.tanh), cmath.tanh),
-    ("asinh", math.asinh, _via_torch(torch.asinh), cmath.asinh),
-    ("acosh", math.acosh, _via_torch(torch.acosh), cmath.acosh),
-    ("atanh", math.atanh, _via_torch(torch.atanh), cmath.atanh),
-    ("erf", math.erf, _via_torch(torch.erf), None),
-    ("erfc", math.erfc, _via_torch(torch.erfc), None),
-    ("gamma", math.gamma, _gamma_c, None),
-    ("lgamma", math.lgamma, _via_torch(torch.lgamma), None),
-    ("degrees", math.degrees, _via_torch(torch.rad2deg), None),
-    ("radians", math.radians, _via_torch(torch.deg2rad), None),
-    ("fabs", math.fabs, math.fabs, None),
-    ("angle", _angle, _angle, cmath.phase),
+# (op, function on reals, function on complex numbers or None); each op has .int and .float
+# overloads returning float, .Scalar, and .complex where a complex function is given
+_UNARY_ROWS: tuple[tuple[str, Callable[[Any], Any], Optional[Callable[[complex], Any]]], ...] = (
+    ("sqrt", math.sqrt, cmath.sqrt), ("log", math.log, cmath.log), ("log10", math.log10, cmath.log10),
+    ("log1p", math.log1p, None), ("exp", math.exp, cmath.exp), ("expm1", math.expm1, None),
+    ("sin", math.sin, cmath.sin), ("cos", math.cos, cmath.cos), ("tan", math.tan, cmath.tan),
+    ("asin", math.asin, cmath.asin), ("acos", math.acos, cmath.acos), ("atan", math.atan, cmath.atan),
+    ("sinh", math.sinh, cmath.sinh), ("cosh", math.cosh, cmath.cosh), ("tanh", math.tanh, cmath.tanh),
+    ("asinh", math.asinh, cmath.asinh), ("acosh", math.acosh, cmath.acosh),
+    ("atanh", math.atanh, cmath.atanh), ("erf", math.erf, None), ("erfc", math.erfc, None),
+    ("gamma", math.gamma, None), ("lgamma", math.lgamma, None), ("degrees", math.degrees, None),
+    ("radians", math.radians, None), ("fabs", math.fabs, None), ("angle", angle, cmath.phase),
 )
-REAL: dict[str, Callable[..., Any]] = {}   # op -> its function on reals (IEEE where Python raises)
 
 
 def _scalar_dispatch(name: str, real: Callable[..., Any],
@@ -217,17 +124,17 @@ def _scalar_dispatch(name: str, real: Callable[..., Any],
     def scalar(a: Any) -> Any:
         if isinstance(a, complex):
             if cplx is None:
-                raise KilnRuntimeError(f"{name}() does not take a complex number")
+                raise TypeError(f"{name}() does not take a complex number")
             return cplx(a)
         return real(a)
     return _fn(f"{name}_scalar", scalar)
 
 
 def _register_unary() -> None:
-    for op, fn, fallback, cplx in _UNARY_ROWS:
-        real = REAL[op] = _float_fn(op, fn, fallback)
-        builtin(f"aten::{op}.int(int a) -> float", real)
-        builtin(f"aten::{op}.float(float a) -> float", real)
+    for op, real, cplx in _UNARY_ROWS:
+        emit = call(f"math.{op}") if real.__module__ == "math" else None
+        builtin(f"aten::{op}.int(int a) -> float", real, emit)
+        builtin(f"aten::{op}.float(float a) -> float", real, emit)
         if cplx is not None:
             ret = "float" if op == "angle" else "complex"
             builtin(f"aten::{op}.complex(complex a) -> {ret}", cplx)
@@ -237,13 +144,7 @@ def _register_unary() -> None:
 def _register_binary() -> None:
     for op, impl, emit, spec in _BINARY_ROWS:
         for schema in _schemas(f"aten::{op}", spec):
-            if emit is None and op in _INT_EMITS and ".int(" in schema:
-                builtin(schema, impl, _INT_EMITS[op])   # int // and % raise on zero as Python does
-            else:
-                builtin(schema, impl, emit)
-
-
-_INT_EMITS = {"floordiv": _binary("//"), "remainder": _binary("%")}
+            builtin(schema, impl, emit)
 
 
 _register_unary()
@@ -289,8 +190,8 @@ builtin("aten::__isnot__(t1 self, t2 obj) -> bool", operator.is_not, _binary("is
 # -- one-argument arithmetic, rounding and number theory -------------------------------------------
 
 def round_float(a: float) -> float:
-    """Round half to even, as a float; infinities and NaN stay."""
-    return float(round(a)) if math.isfinite(a) else a
+    """Round half to even (as Python and TorchScript do), typed float: ``round(a, 0)``."""
+    return round(a, 0)
 
 
 def to_float(a: Any) -> float:
@@ -307,29 +208,6 @@ def floor_scalar(a: Any) -> int:
 
 def ceil_scalar(a: Any) -> int:
     return int(math.ceil(a))
-
-
-def ldexp(x: float, i: int) -> float:
-    try:
-        return math.ldexp(x, i)
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def fmod_c(a: Number, b: Number) -> float:
-    """``math.fmod``; NaN where C's ``fmod`` gives it (zero divisor, infinite dividend)."""
-    try:
-        return math.fmod(a, b)
-    except ValueError:
-        return math.nan
-
-
-def remainder_c(a: Number, b: Number) -> float:
-    """``math.remainder`` (IEEE remainder); NaN for a zero divisor or an infinite dividend."""
-    try:
-        return math.remainder(a, b)
-    except ValueError:
-        return math.nan
 
 
 def range_length(lo: int, hi: int, step: int) -> int:
@@ -358,7 +236,7 @@ builtin("aten::ceil.int(int a) -> int", operator.index, lambda n, a: a[0])
 builtin("aten::ceil.float(float a) -> int", math.ceil, call("math.ceil"))
 builtin("aten::ceil.Scalar(Scalar a) -> Scalar", ceil_scalar, call("math.ceil"))
 builtin("aten::round.int(int a) -> float", to_float, call("float"))
-builtin("aten::round.float(float a) -> float", round_float)
+builtin("aten::round.float(float a) -> float", round_float, lambda n, a: f"round({a[0]}, 0)")
 builtin("aten::round.Scalar(Scalar a) -> Scalar", round_scalar)
 for _name, _impl in (("isnan", (math.isnan, cmath.isnan)), ("isinf", (math.isinf, cmath.isinf)),
                      ("isfinite", (math.isfinite, cmath.isfinite))):
@@ -366,15 +244,14 @@ for _name, _impl in (("isnan", (math.isnan, cmath.isnan)), ("isinf", (math.isinf
     builtin(f"aten::{_name}.complex(complex a) -> bool", _impl[1])
 builtin("aten::gcd.int(int a, int b) -> int", math.gcd, call("math.gcd"))
 builtin("aten::factorial.int(int a) -> int", math.factorial, call("math.factorial"))
-builtin("aten::ldexp(float x, int i) -> float", ldexp)
+builtin("aten::ldexp(float x, int i) -> float", math.ldexp, call("math.ldexp"))
 builtin("aten::modf(float a) -> (float, float)", math.modf, call("math.modf"))
 builtin("aten::frexp(float a) -> (float, int)", math.frexp, call("math.frexp"))
-for _op, _impl2, _emit2 in (("fmod", fmod_c, None), ("mathremainder", remainder_c, None),
-                            ("copysign", math.copysign, call("math.copysign")),
-                            ("atan2", math.atan2, call("math.atan2"))):
+for _op, _impl2 in (("fmod", math.fmod), ("mathremainder", math.remainder),
+                    ("copysign", math.copysign), ("atan2", math.atan2)):
     _default = "Scalar_Scalar" if _op == "atan2" else "-"
     for _schema in _schemas(f"aten::{_op}", f"{_REAL2} {_default}:float"):
-        builtin(_schema, _impl2, _emit2)
+        builtin(_schema, _impl2, call(f"math.{_impl2.__name__}"))
 for _spec in ("int:(int, int)", "float:(float, float)", "int_float:(float, float)",
               "float_int:(float, float)"):
     _k, _, _ret = _spec.partition(":")

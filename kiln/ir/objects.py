@@ -151,6 +151,8 @@ prim("prim::kiln_del_slice(t[] l, int? start, int? end, int step) -> ()", del_sl
 _tensor = prim("aten::tensor(t[] data, *, ScalarType? dtype=None, Device? device=None, "
                "bool requires_grad=False) -> Tensor", torch.tensor)
 _tensor.kw_names = ("dtype", "device", "requires_grad")
+prim("prim::kiln_tensor_flag(Tensor self) -> bool", lambda t, *, name: bool(getattr(t, name)),
+     lambda n, a: f"{a[0]}.{n.attrs['name']}")
 prim("prim::kiln_round_ndigits(float x, int n) -> float", lambda x, n: round(x, n))
 prim("prim::kiln_python_call(...) -> Any", lambda *a, fn: fn(*a), side_effects=True)
 prim("prim::kiln_argsort(t[] keys, bool reverse) -> int[]", argsort)

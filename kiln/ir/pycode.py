@@ -58,6 +58,7 @@ from kiln.ir.types import (
     AnyType,
     BoolType,
     ClassType,
+    EnumType,
     ComplexType,
     DictType,
     FloatType,
@@ -330,6 +331,8 @@ class _CodePrinter:
     def constant(self, v: Value) -> _Expr:
         value = v.node.attrs.get("value")
         text = literal(value, v.type)
+        if text is None and isinstance(v.type, EnumType) and hasattr(value, "name"):
+            text = f"{v.type.qualname}.{value.name}"     # an enum member, by its qualified name
         if text is None:
             index = self.constant_index.get(id(value))
             if index is None:   # the list keeps ``value`` alive, so its id stays unique

@@ -81,6 +81,12 @@ _CONTAINER_MUTATORS = frozenset({
     "append", "extend", "insert", "pop", "clear", "remove", "reverse", "sort", "_set_item",
     "__setitem__", "__delitem__", "setdefault", "update", "popitem", "add_", "_list_add",
 })
+# ATen operators that update their running statistics (inputs 3 and 4) when input 5
+# (``training`` / ``use_input_stats``) is true, although their schemas do not say so.
+_UPDATES_RUNNING_STATS = frozenset({
+    "batch_norm", "instance_norm", "_batch_norm_impl_index", "native_batch_norm",
+    "cudnn_batch_norm", "miopen_batch_norm",
+})
 
 
 def is_mutable_type(t: Type) -> bool:
@@ -143,7 +149,13 @@ def written_inputs(node: Node) -> list[int]:
         out.append(0)
     elif op.schema.opname.endswith("_") and not op.schema.opname.endswith("__") and node.inputs:
         out.append(0)   # the in-place naming convention, whatever the schema says
+    if op.schema.opname in _UPDATES_RUNNING_STATS and len(node.inputs) > 5 and not _is_false(node.inputs[5]):
+        out += [3, 4]
     return sorted(set(out))
+
+
+def _is_false(v: Value) -> bool:
+    return v.node.kind == "prim::Constant" and v.node.attrs.get("value") is False
 
 
 def is_effect_free(node: Node) -> bool:

@@ -89,7 +89,8 @@ class CallMixin(_Base):
             elif kind == "pack":
                 inputs.append(self.b.list([args[i] for i in what], IntType))
             else:
-                inputs.append(self.b.constant(what, None if what is not None else p.type))
+                typed = what is None or isinstance(what, (list, tuple))
+                inputs.append(self.b.constant(what, p.type if typed else None))
         node = self.b.op(m.op, inputs, m.out_types)
         for v, t in zip(inputs, [p.type for p in m.op.schema.arguments]):
             if v in self.comp.empty_lists and isinstance(t, ListType) and t.elem != AnyType:
@@ -271,6 +272,10 @@ class CallMixin(_Base):
         if not mod.startswith("torch.nn.functional"):
             vals = self.values_of(args, node)
             r = self.try_op(f"aten::{name}", vals, {k: self.to_value(v, node) for k, v in kwargs.items()})
+            if r is None and len(vals) > 1 and all(isinstance(v.type, TensorType) for v in vals[1:]):
+                # torch.einsum("ij,jk", a, b): trailing tensors are the operator's Tensor[]
+                packed = [vals[0], self.b.list(vals[1:], TENSOR)]
+                r = self.try_op(f"aten::{name}", packed, {k: self.to_value(v, node) for k, v in kwargs.items()})
             if r is not None:
                 return r
         saved = self.b.before

@@ -375,6 +375,8 @@ class Compiler:
     def type_of_class(self, cls: Any, node: ast.AST) -> Type:
         """The IR type an ``isinstance`` target stands for."""
         from kiln.frontend.script.annotations import _PY_SIMPLE
+        if isinstance(cls, Type):
+            return cls
         if cls in _PY_SIMPLE:
             return _PY_SIMPLE[cls]
         if cls is list:
@@ -794,7 +796,12 @@ class Compiler:
         mod = _modifier(fn) if fn is not None else None
         if mod == "unused":
             em.b.raise_exception(f"{name} was marked unused and cannot be called", "RuntimeError")
-            return em.uninitialized(AnyType)  # type: ignore[no-any-return]
+            ret = getattr(fn, "__annotations__", {}).get("return", torch.Tensor)
+            try:
+                rt = ann.from_python(ret, self.class_type_for) if ret is not None else NoneType
+            except ann.AnnotationError:
+                rt = TENSOR
+            return em.uninitialized(rt)  # type: ignore[no-any-return]
         if mod == "ignore":
             return self.python_call(em, mv, fn, args, kwargs, node)
         if fn is not None and _needs_inlining(fn):

@@ -415,7 +415,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         for e, b in ((ea, ba), (eb, bb)):
             with self.b.at_end(b):
                 v = e.value if e.kind == "return" and e.value is not None else self.uninitialized(t)
-                b.register_output(v)
+                b.register_output(self._fill_uninit(v, t))
         return node.add_output(t)
 
     # -- loops -------------------------------------------------------------------------

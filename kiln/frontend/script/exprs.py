@@ -172,9 +172,10 @@ class ExprMixin(_Base):
                 if r is not None:
                     return r
             return self.reflected(op, a, b, node)
-        if name == "pow" and a.type == IntType and b.type == IntType and \
-                isinstance(self.constant_of(b), int) and self.constant_of(b) >= 0:
-            return self.b.value("aten::pow.int_to_int", [a, b], IntType)   # Python: int ** int >= 0 is int
+        if name == "pow" and a.type == IntType and b.type == IntType:
+            # Python's int ** int is an int (for the non-negative exponents it is used with);
+            # TorchScript makes it a float.
+            return self.b.value("aten::pow.int_to_int", [a, b], IntType)
         r = self.try_op(f"aten::{name}", [a, b], {})
         if r is None and name in ("__and__", "__or__", "__xor__") and a.type == BoolType:
             r = self.try_op(f"aten::{name}", [a, b], {})
@@ -444,6 +445,8 @@ class ExprMixin(_Base):
     def isinstance_types(self, node: ast.expr) -> list[Any]:
         if isinstance(node, ast.Tuple):
             return [t for e in node.elts for t in self.isinstance_types(e)]
+        if isinstance(node, ast.Subscript):
+            return [self.annotation(node)]     # List[int], Dict[str, Tensor] ...
         b = self.expr(node)
         if isinstance(b, PyObj):
             return [b.obj]
@@ -484,6 +487,13 @@ class ExprMixin(_Base):
             return v
         if is_subtype(v.type, t):
             return v
+        if isinstance(t, TupleType) and isinstance(v.type, TupleType) and len(t.elems) == len(v.type.elems):
+            parts = list(v.node.inputs) if v.node.kind == "prim::TupleConstruct" else \
+                self.b.unpack(v, list(v.type.elems))
+            conv = [self.convert(p, e, where, what) for p, e in zip(parts, t.elems)]
+            if all(a is b for a, b in zip(conv, parts)) and accepts(t, v.type):
+                return v
+            return self.b.tuple(conv)
         if v.type == NumberType and t in (FloatType, IntType, BoolType):
             op = {FloatType: "aten::Float.Scalar", IntType: "aten::Int.Scalar", BoolType: "aten::Bool.Scalar"}[t]
             return self.b.value(op, [v], t)
@@ -544,6 +554,8 @@ class ExprMixin(_Base):
                      "data": ("prim::data", TENSOR), "T": ("aten::numpy_T", TENSOR),
                      "mT": ("aten::mT", TENSOR), "grad": ("prim::grad", OptionalType(TENSOR)),
                      "is_leaf": ("aten::is_leaf", BoolType), "layout": ("prim::layout", IntType)}
+            if name.startswith("is_") and name not in props:
+                return self.b.value("prim::kiln_tensor_flag", [v], BoolType, name=name)
             if name in props:
                 op, rt = props[name]
                 return self.b.value(op, [v], rt) if op.startswith("prim::") or op == "aten::size" \

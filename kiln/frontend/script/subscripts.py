@@ -51,7 +51,7 @@ class SubscriptMixin(_Base):
         if isinstance(base, Items):
             return self.items_subscript(base, node)
         if isinstance(base, ModuleVal):
-            items = self.comp.module_items(self, base, node)
+            items = self.comp.module_items_raw(self, base)
             keys = self.comp.module_keys(base)
             return self.items_subscript(Items(tuple(items), keys), node)
         v = self.to_value(base, node)

@@ -33,17 +33,22 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Optional
 
+import torch
+
 from kiln.ir.ops import OpInfo, parse_schema, registry
 
 Emit = Callable[[Any, list[str]], str]
+
+REGISTERED: list[OpInfo] = []   # every overload registered by these modules, in order
 
 
 def binding_of(fn: Callable[..., Any]) -> str:
     """A dotted path that names ``fn`` (``kiln.ir.builtins_scalar.div``, ``math.sqrt``,
     ``builtins.str.lower``), or "" when there is none; generated code names its cells after it."""
     owner: Any = getattr(fn, "__objclass__", None)
-    if owner is not None and getattr(builtins, owner.__name__, None) is owner:
-        path = f"builtins.{owner.__name__}.{getattr(fn, '__name__', '')}"
+    owner_name = str(getattr(owner, "__name__", ""))
+    if owner is not None and getattr(builtins, owner_name, None) is owner:
+        path = f"builtins.{owner_name}.{getattr(fn, '__name__', '')}"
     else:
         module = getattr(fn, "__module__", None) or "builtins"
         path = f"{module}.{getattr(fn, '__qualname__', '')}"
@@ -71,8 +76,10 @@ def builtin(schema: str, impl: Callable[..., Any], emit: Optional[Emit] = None, 
     s = parse_schema(schema)
     if emit is not None and not s.is_vararg and any(a.has_default for a in s.arguments):
         emit = _with_defaults(emit, [repr(a.default) for a in s.arguments])
-    return registry.register(OpInfo(s, impl, (), side_effects=side_effects,
+    info = registry.register(OpInfo(s, impl, (), side_effects=side_effects,
                                     binding_name=binding_of(impl), emit=emit))
+    REGISTERED.append(info)
+    return info
 
 
 def _with_defaults(emit: Emit, defaults: list[str]) -> Emit:
@@ -120,6 +127,8 @@ builtin("prim::Uninitialized() -> Any", uninitialized, lambda n, a: "None")
 builtin("prim::unchecked_cast(t x) -> t", unchecked_cast, lambda n, a: a[0])
 builtin("prim::unchecked_unwrap_optional(t(a)? optional) -> t(a)", unchecked_cast, lambda n, a: a[0])
 builtin("aten::warn(str message, int stacklevel=2) -> ()", warn, side_effects=True)
+builtin("aten::device(str a) -> Device", torch.device)
+builtin("aten::device.with_index(str type, int index) -> Device", torch.device)
 
 # Tensor and device attributes TorchScript reads with prim:: ops: (op, schema tail, attribute).
 _ATTRIBUTES: tuple[tuple[str, str, str], ...] = (

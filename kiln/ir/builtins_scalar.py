@@ -31,6 +31,7 @@ _OPERANDS: dict[str, tuple[str, ...]] = {
 _CLOSED = ("int:int complex:complex float:float int_complex:complex complex_int:complex "
            "float_complex:complex complex_float:complex int_float:float float_int:float -:Scalar")
 _REAL2 = "int:float float:float int_float:float float_int:float"
+_MIXED = "float:float int_float:float float_int:float"
 
 
 def _schemas(ns_op: str, spec: str, names: str = "a b") -> list[str]:
@@ -82,8 +83,8 @@ _BINARY_ROWS: tuple[tuple[str, Callable[..., Any], Optional[Emit], str], ...] = 
     ("sub", operator.sub, _binary("-"), _CLOSED),
     ("mul", operator.mul, _binary("*"), _CLOSED),
     ("div", operator.truediv, _binary("/"), "int:float complex:complex float:float -:float"),
-    ("floordiv", operator.floordiv, _binary("//"), "int:int float:float int_float:float float_int:float -:Scalar"),
-    ("remainder", operator.mod, _binary("%"), "int:int float:float int_float:float float_int:float -:Scalar"),
+    ("floordiv", operator.floordiv, _binary("//"), f"int:int {_MIXED} -:Scalar"),
+    ("remainder", operator.mod, _binary("%"), f"int:int {_MIXED} -:Scalar"),
     ("pow", pow_float, None, "int:float float:float int_float:float float_int:float Scalar_Scalar:float"),
     ("pow", operator.pow, _binary("**"), "complex:complex float_complex:complex complex_float:complex "
      "int_to_int:int"),
@@ -91,7 +92,7 @@ _BINARY_ROWS: tuple[tuple[str, Callable[..., Any], Optional[Emit], str], ...] = 
     ("log", log_base, None, "int_int:float float_float:float complex_complex:complex int_float:float "
      "float_int:float int_complex:complex complex_int:complex float_complex:complex "
      "complex_float:complex Scalar_Scalar:float"),
-    ("polar", cmath.rect, call("cmath.rect"), "int:complex float:complex int_float:complex "
+    ("polar", cmath.rect, None, "int:complex float:complex int_float:complex "
      "float_int:complex Scalar_Scalar:Scalar"),
 )
 
@@ -256,7 +257,7 @@ for _spec in ("int:(int, int)", "float:(float, float)", "int_float:(float, float
               "float_int:(float, float)"):
     _k, _, _ret = _spec.partition(":")
     _ta, _tb = _OPERANDS[_k]
-    builtin(f"aten::divmod.{_k}({_ta} x, {_tb} y) -> {_ret}", divmod_, call("divmod"))
+    builtin(f"aten::divmod.{_k}({_ta} x, {_tb} y) -> {_ret}", divmod, call("divmod"))
 builtin("aten::__range_length(int lo, int hi, int step) -> int", range_length)
 builtin("aten::__derive_index(int index, int start, int step) -> int", derive_index,
         lambda n, a: f"({a[1]} + {a[0]} * {a[2]})")

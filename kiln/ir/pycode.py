@@ -342,13 +342,18 @@ class _CodePrinter:
         return _Expr(text, _UNARY if text.startswith("-") else _ATOM)
 
     # -- the function --------------------------------------------------------------------
-    def function(self, name: str) -> str:
+    def function(self, name: str, defaults: Optional[dict[str, Any]] = None) -> str:
         params: list[str] = []
         for i, v in enumerate(self.graph.inputs):
             if i == 0 and isinstance(v.type, ClassType):
                 params.append(self.define(v, "self"))
-            else:
-                params.append(f"{self.define(v)}: {v.type.annotation()}")
+                continue
+            text = f"{self.define(v)}: {v.type.annotation()}"
+            if defaults and v.name in defaults:
+                lit = literal(defaults[v.name], v.type)
+                if lit is not None:
+                    text += f"={lit}"
+            params.append(text)
         outs = self.graph.outputs
         ret = "None" if not outs else outs[0].type.annotation() if len(outs) == 1 else \
             "Tuple[" + ", ".join(v.type.annotation() for v in outs) + "]"
@@ -663,6 +668,13 @@ _EXPR_FORMS: dict[str, _ExprForm] = {
     "aten::Int": _builtin_form("int"),
     "aten::Float": _builtin_form("float"),
     "aten::Bool": _builtin_form("bool"),
+    "aten::str": _builtin_form("str"),
+    "aten::sorted": _builtin_form("sorted"),
+    # a 0-dim tensor passed where a number is expected: ``annotate(int, x)``
+    "aten::IntImplicit": _typed_form("annotate"),
+    "aten::FloatImplicit": _typed_form("annotate"),
+    "aten::ComplexImplicit": _typed_form("annotate"),
+    "aten::ScalarImplicit": _typed_form("annotate"),
     "aten::__getitem__": _subscript_form,
     "prim::TupleIndex": _subscript_form,
     "prim::TupleConstruct": _tuple_form,
@@ -739,11 +751,12 @@ _STATEMENT_FORMS: dict[str, Callable[[_CodePrinter, Node], str]] = {
 }
 
 
-def graph_to_code(graph: Graph, name: str, *, constants: Optional[list[Any]] = None) -> str:
+def graph_to_code(graph: Graph, name: str, *, constants: Optional[list[Any]] = None,
+                  defaults: Optional[dict[str, Any]] = None) -> str:
     """``graph`` as a TorchScript-style ``def name(...)`` (text ends with a newline).
 
     Constants without a literal (tensors, objects) print as ``CONSTANTS.cN``, where ``N`` is
     their index in ``constants``; pass a list to collect them (it is appended to, and values
     already in it -- by identity -- are reused, so several methods can share one table).
     """
-    return _CodePrinter(graph, constants if constants is not None else []).function(name)
+    return _CodePrinter(graph, constants if constants is not None else []).function(name, defaults)

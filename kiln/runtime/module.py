@@ -59,9 +59,9 @@ _GLOBAL_HOOKS = (_nn_module._global_forward_hooks, _nn_module._global_forward_pr
 _nn_call = torch.nn.Module.__call__   # hooks and all
 
 
-def _graph_to_code(graph: Graph, name: str) -> str:
+def _graph_to_code(graph: Graph, name: str, defaults: Optional[dict[str, Any]] = None) -> str:
     from kiln.ir.pycode import graph_to_code  # lazily: the code view is optional at run time
-    return graph_to_code(graph, name)
+    return graph_to_code(graph, name, defaults=defaults)
 
 
 class _Interception(threading.local):
@@ -113,7 +113,7 @@ class ScriptFunction:
 
     @property
     def code(self) -> str:
-        return _graph_to_code(self.graph, self.name)
+        return _graph_to_code(self.graph, self.name, self.defaults)
 
     @property
     def source(self) -> str:

@@ -59,7 +59,8 @@ _PY_SIMPLE: dict[Any, Type] = {
     torch.device: DeviceType, torch.dtype: DtypeType, torch.layout: LayoutType,
     torch.memory_format: MemoryFormatType, torch.nn.Parameter: TENSOR,
 }
-_GENERIC = {"List", "list", "Optional", "Tuple", "tuple", "Dict", "dict", "Union", "Future", "Final"}
+_GENERIC = {"List", "list", "Optional", "Tuple", "tuple", "Dict", "dict", "Union", "Future", "Final",
+            "BroadcastingList1", "BroadcastingList2", "BroadcastingList3"}
 
 
 class AnnotationError(Exception):
@@ -114,7 +115,7 @@ def _origin_name(origin: Any) -> str:
 
 
 def _generic(name: str, args: list[Type], raw: tuple[Any, ...] = ()) -> Type:
-    if name in ("List", "list"):
+    if name in ("List", "list") or name.startswith("BroadcastingList"):
         return ListType(args[0] if args else AnyType)
     if name in ("Tuple", "tuple"):
         if raw == ((),):    # Tuple[()]

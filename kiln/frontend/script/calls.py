@@ -97,9 +97,28 @@ class CallMixin(_Base):
                 pass
         return list(node.outputs)
 
+    def enum_constant(self, v: Value, expected: Type) -> Value:
+        """TorchScript source spells dtypes, layouts and memory formats as ints (``dtype=6``);
+        the bindings want the torch objects."""
+        from kiln.ir.ops import _LAYOUTS, _MEMORY_FORMATS, _SCALAR_TYPES
+        from kiln.ir.types import DtypeType, LayoutType, MemoryFormatType
+        base = expected.elem if isinstance(expected, OptionalType) else expected
+        k = self.constant_of(v)
+        if not isinstance(k, int) or isinstance(k, bool) or v.type != IntType:
+            return v
+        if base == DtypeType and k in _SCALAR_TYPES:
+            return self.b.constant(_SCALAR_TYPES[k])
+        if base == LayoutType and 0 <= k < len(_LAYOUTS):
+            return self.b.constant(_LAYOUTS[k])
+        if base == MemoryFormatType and 0 <= k < len(_MEMORY_FORMATS):
+            return self.b.constant(_MEMORY_FORMATS[k])
+        return v
+
     def tuple_as_list(self, v: Value, expected: Type) -> Value:
         """A tuple passed for a list parameter (``stride=(1, 1)``) becomes a list."""
         target = expected.elem if isinstance(expected, OptionalType) else expected
+        if v.node.kind == "prim::Constant" and v.type == IntType:
+            return self.enum_constant(v, expected)
         if not isinstance(v.type, TupleType) or not isinstance(target, ListType):
             return v
         k = self.constant_of(v)

@@ -248,6 +248,8 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
 
     def assign_name(self, name: str, value: Binding, where: ast.AST, declared: Optional[Type]) -> None:
         self.scope.refined.pop(name, None)
+        if isinstance(value, PyObj) and _is_data(value.obj):
+            value = self.to_value(value, where)    # a variable holds data, not a compile-time object
         if not isinstance(value, Value):
             self.scope.vars[name] = value
             return
@@ -596,6 +598,14 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         if node.id in (exits.WITH_ENTER, exits.WITH_EXIT):
             return PyObj(node.id)
         raise self.fail(node, f"undefined name {node.id!r}")
+
+
+def _is_data(obj: Any) -> bool:
+    import enum
+
+    import torch
+    return isinstance(obj, (bool, int, float, str, complex, enum.Enum, torch.device, torch.dtype)) or (
+        isinstance(obj, tuple) and not hasattr(obj, "_fields") and all(_is_data(x) for x in obj))
 
 
 def _same_sugar(a: Binding, b: Binding) -> bool:

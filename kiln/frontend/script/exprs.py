@@ -554,7 +554,8 @@ class ExprMixin(_Base):
                      "data": ("prim::data", TENSOR), "T": ("aten::numpy_T", TENSOR),
                      "mT": ("aten::mT", TENSOR), "grad": ("prim::grad", OptionalType(TENSOR)),
                      "is_leaf": ("aten::is_leaf", BoolType), "layout": ("prim::layout", IntType)}
-            if name.startswith("is_") and name not in props:
+            if name.startswith("is_") and name not in props and \
+                    not callable(getattr(torch.Tensor, name, None)):
                 return self.b.value("prim::kiln_tensor_flag", [v], BoolType, name=name)
             if name in props:
                 op, rt = props[name]

@@ -316,7 +316,7 @@ def test_resolve_overload_directly() -> None:
     with pytest.raises(IRParseError, match="unknown operator"):
         resolve_overload("nosuch::op", [], 1)
     with pytest.raises(IRParseError, match="no overload of aten::add accepts"):
-        resolve_overload("aten::add", [StrType, StrType], 1)
+        resolve_overload("aten::add", [StrType, IntType], 1)
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ def insert(lst: list[Any], idx: int, el: Any) -> None:
     lst.insert(idx, el)
 
 
-def pop(lst: Any, idx: Any = -1) -> Any:
-    return lst.pop(idx)
+def pop(c: Any, key: Any = -1, *default: Any) -> Any:
+    """``l.pop(idx)`` (``idx`` defaults to -1), ``d.pop(key)``, ``d.pop(key, default)``."""
+    return c.pop(key, *default)
 
 
 def clear(c: Any) -> None:

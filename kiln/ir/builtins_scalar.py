@@ -167,10 +167,21 @@ for _op, _fn_cmp, _sym in _COMPARISONS:
             f"{k}:bool" for k in _COMPARE_SPEC.get(_op, _ORDER_SPEC).split())):
         builtin(_schema, _fn_cmp, _binary(_sym))
 
-_MINMAX_SPEC = "int:int float:float int_float:float float_int:float -:Scalar"
-for _op, _fn_mm in (("min", min), ("max", max)):
-    for _schema in _schemas(f"prim::{_op}", _MINMAX_SPEC):
-        builtin(_schema, _fn_mm, call(_op))
+def min_float(a: Number, b: Number) -> float:
+    """``min`` of an int and a float, typed float as the schema says (``min(-3, 2.5)`` is -3.0)."""
+    return float(min(a, b))
+
+
+def max_float(a: Number, b: Number) -> float:
+    return float(max(a, b))
+
+
+for _op, _fn_mm, _mixed in (("min", min, min_float), ("max", max, max_float)):
+    for _schema in _schemas(f"prim::{_op}", "int:int float:float int_float:float float_int:float -:Scalar"):
+        if "_" in _schema.split("(")[0].split(".")[-1]:   # int_float, float_int
+            builtin(_schema, _mixed, lambda n, a, op=_op: f"float({op}({a[0]}, {a[1]}))")
+        else:
+            builtin(_schema, _fn_mm, call(_op))
     for _t in ("int", "float", "bool"):
         builtin(f"prim::{_op}.{_t}_list({_t}[] l, {_t}[] r) -> {_t}[]", _fn_mm, call(_op))
         builtin(f"prim::{_op}.self_{_t}({_t}[] self) -> {_t}", _fn_mm, call(_op))

@@ -159,13 +159,18 @@ class _Emitter:
     bindings: dict[str, Any] = field(default_factory=dict)
     bound_ids: dict[int, str] = field(default_factory=dict)
     used: set[str] = field(default_factory=lambda: set(_RESERVED))
+    next_suffix: dict[str, int] = field(default_factory=dict)
     modules: dict[Value, Any] = field(default_factory=dict)   # values known to be a module
 
     # -- names -------------------------------------------------------------------------------
     def unique(self, base: str) -> str:
-        name, n = base, 1
+        name, n = base, self.next_suffix.get(base, 1)
+        if name in self.used:
+            name = f"{base}_{n}"
         while name in self.used:
-            name, n = f"{base}_{n}", n + 1
+            n += 1
+            name = f"{base}_{n}"
+        self.next_suffix[base] = n + 1     # the next probe starts here: naming stays linear
         self.used.add(name)
         return name
 

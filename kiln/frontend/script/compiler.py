@@ -25,6 +25,7 @@ import enum
 import inspect
 import types
 import typing
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -66,6 +67,9 @@ from kiln.ir.types import (
 
 _MAX_DEPTH = 64
 
+# Parsed (and lowered) Python functions, for every compile in this process.
+_PARSED: "weakref.WeakKeyDictionary[Any, ParsedFunction]" = weakref.WeakKeyDictionary()
+
 # Every script class, enum and NamedTuple Kiln has compiled in this process, by qualified
 # name: TorchScript source (``.code``) refers to them as ``__torch__.pkg.Class``.
 KNOWN_TYPES: dict[str, type] = {}
@@ -104,6 +108,7 @@ class ParsedFunction:
     closure: dict[str, Any]
     defaults: dict[str, Any]
     hints: dict[str, Any]          # live annotation objects, when there are any
+    lowered: Optional[list[ast.stmt]] = None     # the body after exits.lower_exits, once
 
 
 @dataclass(eq=False)
@@ -126,6 +131,7 @@ class ModuleInfo:
     sigs: dict[str, MethodSig] = field(default_factory=dict)
     compiling: set[str] = field(default_factory=set)
     subs: dict[str, ModuleInfo] = field(default_factory=dict)
+    key: Any = None
 
 
 @dataclass(eq=False)
@@ -146,6 +152,7 @@ class Compiler:
         self.enums: dict[str, type] = {}
         self.empty_lists: set[Value] = set()
         self.source_types: dict[str, Any] = {}
+        self.method_cache: dict[Any, dict[str, tuple[Graph, MethodSig]]] = {}
 
     # -- errors --------------------------------------------------------------------------
     def error(self, node: Optional[ast.AST], cause: str) -> CompileError:
@@ -153,7 +160,7 @@ class Compiler:
 
     # -- functions -----------------------------------------------------------------------
     def parse_function(self, fn: Any) -> ParsedFunction:
-        cached = self.parsed.get(fn)
+        cached = self.parsed.get(fn) or _PARSED.get(fn)
         if cached is not None:
             return cached
         if isinstance(fn, SourceFunction):
@@ -172,6 +179,8 @@ class Compiler:
             hints = dict(getattr(fn, "__annotations__", {}) or {})
             p = ParsedFunction(fn.__qualname__, src, fdef, fn.__globals__, closure, defaults, hints)
         self.parsed[fn] = p
+        if isinstance(fn, types.FunctionType):
+            _PARSED[fn] = p     # source and lowering are the same every time: kept per process
         return p
 
     def param_type(self, em: Any, p: ParsedFunction, arg: ast.arg, default_tensor: bool) -> Optional[Type]:
@@ -245,7 +254,7 @@ class Compiler:
                 em.scope.vars[a.arg] = v
                 em.scope.declared[a.arg] = t
             em.return_type = self.return_type(em, p)
-            out = em.emit_body(list(p.fdef.body), p.fdef)
+            out = em.emit_body(list(p.fdef.body), p.fdef, p)
             graph.register_output(out)
         finally:
             self.frames.pop()
@@ -272,7 +281,7 @@ class Compiler:
                 else:
                     em.scope.vars[name] = v
             em.return_type = self.return_type(em, p)
-            result = em.emit_body(list(p.fdef.body), p.fdef)
+            result = em.emit_body(list(p.fdef.body), p.fdef, p)
         finally:
             self.frames.pop()
             caller.b.source = saved_source
@@ -449,7 +458,7 @@ class Compiler:
             for name, (v, t) in bound.items():
                 em.scope.vars[name] = v
             em.return_type = NoneType
-            em.emit_body(list(p.fdef.body), p.fdef)
+            em.emit_body(list(p.fdef.body), p.fdef, p)
         finally:
             self.frames.pop()
         info.ready = True
@@ -635,14 +644,36 @@ class Compiler:
         fn = inspect.getattr_static(type(info.module), name, None)
         if not isinstance(fn, types.FunctionType):
             raise self.error(node, f"{type(info.module).__name__} has no method {name!r}")
+        shared = self.method_cache.setdefault(self.type_key(info), {})
+        hit = shared.get(name)
+        if hit is not None:
+            for other, (g, other_sig) in shared.items():   # with the helpers it calls on self
+                if other not in info.sigs:
+                    info.sigs[other] = other_sig
+                    info.sm._kiln_define_method(other, g.copy())
+            return hit[1]
         info.compiling.add(name)
         try:
             graph, sig = self.compile_method(info, fn, name)
         finally:
             info.compiling.discard(name)
+        shared[name] = (graph, sig)
         info.sigs[name] = sig
         info.sm._kiln_define_method(name, graph)
         return sig
+
+    def type_key(self, info: ModuleInfo) -> Any:
+        """What a method's graph depends on besides the class: two instances with the same key
+        (e.g. the 100 BatchNorms of a ResNet) share one compilation, as TorchScript's
+        concrete types do."""
+        if info.key is None:
+            sm = info.sm
+            consts = tuple(sorted((k, _hashable_const(v)) for k, v in info.constants.items()))
+            info.key = (type(info.module), consts, tuple(sorted(info.attr_types.items(), key=str)),
+                        tuple((k, self.type_key(v)) for k, v in info.subs.items()),
+                        tuple((k, p is None) for k, p in sm._parameters.items()),
+                        tuple((k, b is None) for k, b in sm._buffers.items()))
+        return info.key
 
     def _graph_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
         graphs = info.sm._kiln_graphs
@@ -682,7 +713,7 @@ class Compiler:
                     d = _ast_default(a.defaults[i - (len(plist) - n_def)])
                 params.append((arg.arg, t, d))
             em.return_type = self.return_type(em, p)
-            out = em.emit_body(list(p.fdef.body), p.fdef)
+            out = em.emit_body(list(p.fdef.body), p.fdef, p)
             graph.register_output(out)
         finally:
             self.frames.pop()
@@ -892,6 +923,14 @@ def finish_graph(graph: Graph) -> None:
 def _qualname(cls: type) -> str:
     from kiln.frontend.tracer import qualified_class_name
     return qualified_class_name(cls)
+
+
+def _hashable_const(v: Any) -> Any:
+    try:
+        hash(v)
+        return (type(v), v)
+    except TypeError:
+        return (type(v), id(v))
 
 
 def _is_constant(v: Any) -> bool:

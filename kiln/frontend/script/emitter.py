@@ -20,6 +20,7 @@ Expressions and calls live in :mod:`.exprs` and :mod:`.calls` (mixins of this cl
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -93,9 +94,14 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         self.b.source = self.source.range(node)
 
     # -- a whole body ------------------------------------------------------------------
-    def emit_body(self, body: list[ast.stmt], where: ast.AST) -> Value:
-        """Emit a function body; returns the value it returns."""
-        lowered = exits.lower_exits(body, where)
+    def emit_body(self, body: list[ast.stmt], where: ast.AST, parsed: Any = None) -> Value:
+        """Emit a function body; returns the value it returns.  ``parsed`` (a
+        ``ParsedFunction``) caches the lowered body, as a function is often inlined many times."""
+        lowered = parsed.lowered if parsed is not None else None
+        if lowered is None:
+            lowered = exits.lower_exits(copy.deepcopy(body), where)
+            if parsed is not None:
+                parsed.lowered = lowered
         ex = self.emit_stmts(lowered)
         if ex.kind == "raise" or ex.value is None:
             return self.uninitialized(self.return_type or NoneType)

@@ -127,6 +127,14 @@ builtin("prim::Uninitialized() -> Any", uninitialized, lambda n, a: "None")
 builtin("prim::unchecked_cast(t x) -> t", unchecked_cast, lambda n, a: a[0])
 builtin("prim::unchecked_unwrap_optional(t(a)? optional) -> t(a)", unchecked_cast, lambda n, a: a[0])
 builtin("aten::warn(str message, int stacklevel=2) -> ()", warn, side_effects=True)
+# Global autograd/autocast state: reads and writes are impure, so passes never move or fold them.
+builtin("aten::is_grad_enabled() -> bool", torch.is_grad_enabled, side_effects=True)
+builtin("aten::set_grad_enabled(bool val) -> ()", torch.set_grad_enabled, side_effects=True)
+builtin("aten::is_autocast_enabled() -> bool", torch.is_autocast_enabled, side_effects=True)
+builtin("aten::is_autocast_cpu_enabled() -> bool", torch.is_autocast_cpu_enabled, side_effects=True)
+builtin("aten::get_autocast_dtype(str device_type) -> ScalarType", torch.get_autocast_dtype,
+        side_effects=True)
+builtin("aten::manual_seed(int seed) -> ()", torch.manual_seed, side_effects=True)
 builtin("aten::device(str a) -> Device", torch.device)
 builtin("aten::device.with_index(str type, int index) -> Device", torch.device)
 

@@ -176,10 +176,14 @@ def max_float(a: Number, b: Number) -> float:
     return float(max(a, b))
 
 
+def _mixed_emit(op: str) -> Emit:
+    return lambda n, a: f"float({op}({a[0]}, {a[1]}))"
+
+
 for _op, _fn_mm, _mixed in (("min", min, min_float), ("max", max, max_float)):
     for _schema in _schemas(f"prim::{_op}", "int:int float:float int_float:float float_int:float -:Scalar"):
         if "_" in _schema.split("(")[0].split(".")[-1]:   # int_float, float_int
-            builtin(_schema, _mixed, lambda n, a, op=_op: f"float({op}({a[0]}, {a[1]}))")
+            builtin(_schema, _mixed, _mixed_emit(_op))
         else:
             builtin(_schema, _fn_mm, call(_op))
     for _t in ("int", "float", "bool"):

@@ -147,9 +147,11 @@ class CallMixin(_Base):
         overloads = registry.overloads(name)
         if not overloads:
             return f"unknown operator {name}"
+        from kiln.frontend.script.exprs import optional_hint
         shown = "\n".join(f"    {o.schema}" for o in overloads[:8])
         more = f"\n    ... and {len(overloads) - 8} more" if len(overloads) > 8 else ""
-        return f"no overload of {name} accepts ({given}); the candidates are:\n{shown}{more}"
+        hint = optional_hint([*args, *kwargs.values()])
+        return f"no overload of {name} accepts ({given}){hint}; the candidates are:\n{shown}{more}"
 
     # -- the call expression -------------------------------------------------------------
     def expr_Call(self, node: ast.Call) -> Binding:
@@ -258,8 +260,11 @@ class CallMixin(_Base):
         if isinstance(obj, torch.nn.Module):
             raise self.fail(node, "calling a module that is not an attribute of self is not supported; "
                                   "make it a submodule")
-        if isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType, torch._ops.OpOverloadPacket,
-                            torch._ops.OpOverload)) or _is_torch_builtin(obj):
+        if getattr(obj, "__module__", None) == "builtins" or obj in vars(builtins).values() \
+                if _hashable(obj) else False:
+            raise self.fail(node, f"the Python builtin {getattr(obj, '__name__', obj)}() is not supported "
+                                  "in compiled code")
+        if isinstance(obj, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)) or _is_torch_builtin(obj):
             return self.call_torch(obj, args, kwargs, node)
         if isinstance(obj, types.FunctionType):
             if _is_torch_python(obj):

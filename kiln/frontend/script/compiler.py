@@ -270,10 +270,11 @@ class Compiler:
             raise self.error(node, f"{p.name} calls itself (directly or through other functions); "
                                    "recursion is not supported in compiled code: write a loop")
         em = self.new_emitter(caller.b, p, self_class)
+        # Arguments are checked at the call site (errors point at the caller's line).
+        bound = self.bind_arguments(em, p, args, kwargs, node, self_binding)
         self.frames.append(Frame(p.name, p.source, node))
         saved_source = caller.b.source
         try:
-            bound = self.bind_arguments(em, p, args, kwargs, node, self_binding)
             for name, (v, t) in bound.items():
                 if isinstance(v, Value):
                     em.scope.vars[name] = v

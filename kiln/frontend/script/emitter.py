@@ -469,8 +469,8 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         raise self.fail(s, "internal error: loop-carried types did not settle")
 
     def carried_names(self, s: ast.For | ast.While) -> list[str]:
-        """Names the body assigns: those bound before the loop, and new ones (which start
-        uninitialized, so that they are defined after the loop as in Python)."""
+        """Names the body assigns that are bound before the loop, and the loop's targets
+        (which start uninitialized, so that they are defined after the loop as in Python)."""
         assigned: list[str] = []
         for n in ast.walk(ast.Module(body=list(s.body), type_ignores=[])):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id not in assigned:
@@ -478,12 +478,13 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         if isinstance(s, ast.For):
             assigned.extend(n.id for n in ast.walk(s.target)
                             if isinstance(n, ast.Name) and n.id not in assigned)
+        targets = {n.id for n in ast.walk(s.target) if isinstance(n, ast.Name)} \
+            if isinstance(s, ast.For) else set()
         out = []
         for name in assigned:
             v = self.scope.get(name)
-            if isinstance(v, Value) or (v is None or isinstance(v, Undefined)) and \
-                    not name.startswith("__kiln_c"):
-                out.append(name)
+            if isinstance(v, Value) or (name in targets and not name.startswith("__kiln_c")):
+                out.append(name)     # a for loop's target stays defined after it, as in Python
         return out
 
     def _try_loop(self, s: ast.For | ast.While, it: Optional[Binding], carried: list[str],

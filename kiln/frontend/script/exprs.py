@@ -181,7 +181,8 @@ class ExprMixin(_Base):
             r = self.try_op(f"aten::{name}", [a, b], {})
         if r is None:
             raise self.fail(node, f"unsupported operand types for {_symbol(name)}: "
-                                  f"{a.type.annotation()} and {b.type.annotation()}")
+                                  f"{a.type.annotation()} and {b.type.annotation()}"
+                                  + optional_hint([a, b]))
         return r
 
     def reflected(self, op: str, a: Value, b: Value, node: ast.AST) -> Value:
@@ -199,8 +200,8 @@ class ExprMixin(_Base):
                 t = self.op_value("aten::scalar_tensor", [a], {}, node)
                 r = self.try_op(f"aten::{op}", [t, b], {})
         if r is None:
-            raise self.fail(node, f"unsupported operand types for {op}: {a.type.annotation()} and "
-                                  f"{b.type.annotation()}")
+            raise self.fail(node, f"unsupported operand types for {_symbol(op)}: {a.type.annotation()} and "
+                                  f"{b.type.annotation()}" + optional_hint([a, b]))
         return r
 
     def augmented(self, load: ast.expr, op: ast.operator, rhs: ast.expr, where: ast.AST) -> Value:
@@ -506,7 +507,8 @@ class ExprMixin(_Base):
             return v
         hint = ""
         if isinstance(v.type, OptionalType) and is_subtype(v.type.elem, t):
-            hint = f"; it is {v.type.annotation()} here: refine it first with `if x is not None:`"
+            who = v.name if v.name and v.name.isidentifier() else "x"
+            hint = f"; it is {v.type.annotation()} here: refine it first with `if {who} is not None:`"
         raise self.fail(where, f"{what} is expected to be {t.annotation()}, but it is "
                                f"{v.type.annotation()}{hint}")
 
@@ -561,13 +563,18 @@ class ExprMixin(_Base):
                 op, rt = props[name]
                 return self.b.value(op, [v], rt) if op.startswith("prim::") or op == "aten::size" \
                     else self.op_value(op, [v], {}, node)
+            if not hasattr(torch.Tensor, name):
+                raise self.fail(node, f"Tensor has no attribute or method {name!r}")
             return Bound(v, name)
         if isinstance(t, NamedTupleType):
             names = [f for f, _ in t.fields]
             if name in names:
                 i = names.index(name)
                 return self.b.value("prim::TupleIndex", [v, self.b.constant(i)], t.fields[i][1])
-            return Bound(v, name)
+            if name in ("count", "index"):
+                return Bound(v, name)
+            raise self.fail(node, f"{t.qualname.rsplit('.', 1)[-1]} has no field {name!r}; its fields "
+                                  f"are {', '.join(names)}")
         if isinstance(t, ClassType):
             info = self.comp.class_info_by_name(t.qualname)
             if info is not None:
@@ -697,6 +704,16 @@ class OpsNamespace:
         if not self._namespace:
             return OpsNamespace(name)
         return _AtenName(name, self._namespace)
+
+
+def optional_hint(values: list[Value]) -> str:
+    """``; x is Optional[Tensor] here: refine it ...`` for the first Optional value, else ""."""
+    for v in values:
+        if isinstance(v.type, OptionalType):
+            who = v.name if v.name and v.name.isidentifier() else "the value"
+            return (f"; {who} is {v.type.annotation()} here: refine it first with "
+                    f"`if {who} is not None:` (or `assert {who} is not None`)")
+    return ""
 
 
 def _user_dunders(cls: type) -> set[str]:

@@ -1,0 +1,1 @@
+"""Conformance of ``kiln.script`` / ``kiln.compile`` with Python (and with ``torch.jit.script``)."""

@@ -707,8 +707,15 @@ def _attribute_form(attr: str) -> _ExprForm:
     return form
 
 
+def _python_call_form(p: _CodePrinter, node: Node) -> _Expr:
+    recv, *args = p.args(node.inputs)
+    name = getattr(node.attrs.get("fn"), "__name__", "python_call")
+    return _Expr(f"({recv}).{name}(" + ", ".join(args) + ")")
+
+
 # Forms of the operators script-compiled code uses for objects, enums and isinstance.
 _EXPR_FORMS.update({
+    "prim::kiln_python_call": _python_call_form,
     "prim::isinstance": _isinstance_form,
     "prim::CreateObject": _create_object_form,
     "prim::EnumName": _attribute_form("name"),

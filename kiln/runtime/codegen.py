@@ -93,7 +93,9 @@ _RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | {"_k_e", "_k_
 
 
 _SCALAR_KINDS: dict[Type, str] = {
-    IntType: "int", FloatType: "(float, int)", BoolType: "bool", StrType: "str",
+    # an int parameter also takes a dtype, layout or memory format (TorchScript spells them as ints)
+    IntType: "(int, torch.dtype, torch.layout, torch.memory_format)", FloatType: "(float, int)",
+    BoolType: "bool", StrType: "str",
     ComplexType: "(complex, float, int)", NumberType: "(int, float, complex)"}
 
 
@@ -442,7 +444,7 @@ def _input_checker(name: str, graph: Graph, self_arg: bool) -> Callable[..., Non
     for i, v in enumerate(graph.inputs):
         expr = None if (self_arg and i == 0) else _check_expr(v.type, "_k_x")
         if expr is not None:
-            test = eval(f"lambda _k_x: {expr}", {"_k_Tensor": torch.Tensor})  # noqa: S307  (our own text)
+            test = eval(f"lambda _k_x: {expr}", {"_k_Tensor": torch.Tensor, "torch": torch})  # noqa: S307  (our own text)
             checks.append((i, input_name(v, i), v.type, test))
 
     def bad(*values: Any) -> None:

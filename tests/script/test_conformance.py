@@ -42,6 +42,17 @@ def _params(cases: list[Case]) -> list[Any]:
 
 ALL = _params(CASES)
 
+
+def _kiln_params(cases: list[Case]) -> list[Any]:
+    """As ``_params``; a case with a known Kiln gap is a strict xfail (it must start failing
+    loudly once the gap is closed)."""
+    return [pytest.param(case, id=f"{case.group}.{case.id}",
+                         marks=[pytest.mark.xfail(strict=True, reason=case.kiln_gap)] if case.kiln_gap else [])
+            for case in cases]
+
+
+KILN = _kiln_params(CASES)
+
 # -- running a case ------------------------------------------------------------------------------
 
 _RAISED = object()  # stands for "this call raised, with the expected message"
@@ -167,7 +178,7 @@ def test_python_baseline(case: Case) -> None:
 
 # -- the contenders ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ALL)
+@pytest.mark.parametrize("case", KILN)
 def test_kiln_matches_python(case: Case) -> None:
     expected = _python(case)
     actual = _run(_build(case, kiln.script), case, "kiln.script")
@@ -207,7 +218,7 @@ def test_torchscript_rejects_beyond_ts(case: Case) -> None:
     pytest.fail("torch.jit.script compiles this program and agrees with Python: it is not beyond TorchScript")
 
 
-@pytest.mark.parametrize("case", ALL)
+@pytest.mark.parametrize("case", KILN)
 def test_code_round_trip(case: Case) -> None:
     """``.code`` is TorchScript source that compiles back to a program with the same behaviour."""
     expected = _python(case)

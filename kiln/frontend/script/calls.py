@@ -77,6 +77,10 @@ class CallMixin(_Base):
         return outs[0]
 
     def try_op_outputs(self, name: str, args: list[Value], kwargs: dict[str, Value]) -> Optional[list[Value]]:
+        from kiln.ir.types import DtypeType
+        if len(args) == 2 and DtypeType in (args[0].type, args[1].type):
+            # `dtype == 7` in TorchScript source: the int is a dtype
+            args = [self.enum_constant(a, DtypeType) for a in args]
         m = resolve_typed(name, [a.type for a in args], {k: v.type for k, v in kwargs.items()})
         if m is None:
             return None

@@ -746,7 +746,7 @@ class Compiler:
                 return self.inline_function(em, attr.fget, [], {}, node, mv, type(info.module))
             if attr is not None and _is_constant(attr):
                 return PyObj(attr)
-        elif name in info.sm._kiln_graphs:
+        elif name in info.sm._kiln_graphs or name in info.sm.__dict__.get("_kiln_python_methods", {}):
             return Bound(mv, name)
         if name in sm._modules and sm._modules[name] is None:
             return em.b.constant(None)  # type: ignore[no-any-return]
@@ -805,6 +805,8 @@ class Compiler:
             raise self.error(node, f"the return annotation of ignored {fn.__name__}: {e}") from None
         if kwargs:
             raise self.error(node, f"ignored {fn.__name__}() takes positional arguments only here")
+        # Kept on the ScriptModule, so that its code (`self.name(...)`) compiles back to this call.
+        mv.info.sm.__dict__.setdefault("_kiln_python_methods", {})[fn.__name__] = fn
         vals = [em.to_value(a, node) for a in args]
         return em.b.value("prim::kiln_python_call", [mv.value, *vals], rt, fn=fn)  # type: ignore[no-any-return]
 
@@ -824,7 +826,8 @@ class Compiler:
             if name == "values":
                 return Items(tuple(subs))
             return Items(tuple(Items((k, v)) for k, v in zip(keys, subs)))
-        fn = inspect.getattr_static(type(info.module), name, None) if info.module is not info.sm else None
+        fn = inspect.getattr_static(type(info.module), name, None) if info.module is not info.sm else \
+            info.sm.__dict__.get("_kiln_python_methods", {}).get(name)
         mod = _modifier(fn) if fn is not None else None
         if mod == "unused":
             em.b.raise_exception(f"{name} was marked unused and cannot be called", "RuntimeError")

@@ -368,6 +368,10 @@ class ExprMixin(_Base):
         if folded is not None:
             return self.b.constant(folded), {}, {}
         a, b = self.to_value(a_b, node.left), self.to_value(b_b, right)
+        if a.type == DtypeType:
+            b = self.enum_constant(b, DtypeType)      # TorchScript source spells dtypes as ints
+        elif b.type == DtypeType:
+            a = self.enum_constant(a, DtypeType)
         if isinstance(a.type, EnumType) and isinstance(b.type, EnumType) and name in ("eq", "ne"):
             return self.b.value(f"aten::{name}.enum", [a, b], BoolType), {}, {}
         if isinstance(a.type, ClassType) and name in ("eq", "ne", "lt", "le", "gt", "ge"):

@@ -3,7 +3,6 @@
 # ruff: noqa: F841
 
 import contextlib
-from typing import List
 
 from torch import Tensor
 
@@ -90,7 +89,7 @@ def bytes_literal(x: Tensor) -> Tensor:
     tag = b"raw"  # error
     return x
 
-def try_except(x: int) -> int:
+def try_except_by_type(x: int) -> int:
     try:  # error
         if x < 0:
             raise ValueError("negative")
@@ -99,7 +98,7 @@ def try_except(x: int) -> int:
         return -1
 
 
-def try_finally(xs: List[str]) -> List[str]:
+def try_finally(xs: list[str]) -> list[str]:
     try:  # error
         xs.append("body")
     finally:
@@ -107,13 +106,13 @@ def try_finally(xs: List[str]) -> List[str]:
     return xs
 
 
-def tuple_of_generator(xs: List[int]) -> int:
+def tuple_of_generator(xs: list[int]) -> int:
     t = tuple(x * 2 for x in xs)  # error
     return len(t)
 
 
 REJECTED = [
-    Rejected(try_except, cause="try/except is not supported in compiled code: check the condition with `if`"),
+    Rejected(try_except_by_type, cause="try/except is not supported in compiled code: check the condition with `if`"),
     Rejected(try_finally, cause="try/except is not supported in compiled code"),
     Rejected(tuple_of_generator, cause="tuple() of a sequence whose length is only known at run time is not "
                                        "supported: use list(...) instead"),

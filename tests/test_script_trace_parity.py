@@ -15,7 +15,8 @@ follows, while the tracer sees the reads when the submodules run.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch

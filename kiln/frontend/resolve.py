@@ -389,7 +389,8 @@ def _bind_types(op: OpInfo, args: list[Type], kwargs: dict[str, Type],
 
 def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, Type],
                fixed: Optional[int]) -> bool:
-    from kiln.ir.types import VarType, accepts as type_accepts, is_subtype
+    from kiln.ir.types import accepts as type_accepts
+    from kiln.ir.types import is_subtype
     if _has_var(expected):
         return _bind_var(expected, actual, bindings)
     if isinstance(expected, TensorType) and isinstance(actual, TensorType):
@@ -405,7 +406,8 @@ def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, 
         return inner is None or _type_fits(expected.elem, inner, lenient, bindings, fixed)
     if isinstance(expected, OptionalType):
         return _type_fits(expected.elem, actual, lenient, bindings, fixed)
-    if fixed is not None and isinstance(expected, ListType) and expected.elem == IntType and actual == IntType:
+    if fixed is not None and isinstance(expected, ListType) and expected.elem == IntType \
+            and actual == IntType:
         return True
     if isinstance(expected, ListType) and isinstance(actual, TupleType):
         return all(_type_fits(expected.elem, e, lenient, bindings, None) for e in actual.elems)
@@ -413,8 +415,7 @@ def _type_fits(expected: Type, actual: Type, lenient: bool, bindings: dict[str, 
         return actual.elem == expected.elem or (isinstance(expected.elem, TensorType)
                                                 and isinstance(actual.elem, TensorType)) \
             or (isinstance(expected.elem, OptionalType) and is_subtype(actual.elem, expected.elem))
-    del VarType
-    return is_subtype(actual, expected) and not (expected == NumberType and actual == BoolType and False)
+    return is_subtype(actual, expected)
 
 
 def _has_var(t: Type) -> bool:
@@ -435,7 +436,7 @@ def _has_var(t: Type) -> bool:
 
 def _bind_var(expected: Type, actual: Type, bindings: dict[str, Type]) -> bool:
     """Match ``actual`` against a type containing type variables, extending ``bindings``."""
-    from kiln.ir.types import FutureType, NamedTupleType, VarType, unify
+    from kiln.ir.types import VarType, unify
     if not _has_var(expected):
         return _type_fits(expected, actual, False, bindings, None)
     if isinstance(expected, VarType):
@@ -452,6 +453,12 @@ def _bind_var(expected: Type, actual: Type, bindings: dict[str, Type]) -> bool:
         return True
     if actual == AnyType:
         return True
+    return _bind_var_parts(expected, actual, bindings)
+
+
+def _bind_var_parts(expected: Type, actual: Type, bindings: dict[str, Type]) -> bool:
+    """:func:`_bind_var` for a container type with type variables: match it part by part."""
+    from kiln.ir.types import FutureType, NamedTupleType
     if isinstance(expected, ListType):
         return isinstance(actual, ListType) and _bind_var(expected.elem, actual.elem, bindings)
     if isinstance(expected, OptionalType):

@@ -101,7 +101,8 @@ class Builder:
         return self.value("prim::DictConstruct", flat, type)
 
     def unpack(self, seq: Value, types: Sequence[Type]) -> builtins.list[Value]:
-        kind = "prim::TupleUnpack" if isinstance(seq.type, (TupleType, NamedTupleType)) else "prim::ListUnpack"
+        tuple_like = isinstance(seq.type, (TupleType, NamedTupleType))
+        kind = "prim::TupleUnpack" if tuple_like else "prim::ListUnpack"
         return list(self.op(kind, [seq], list(types)).outputs)
 
     # -- objects -----------------------------------------------------------------------

@@ -44,11 +44,14 @@ NAMEDTUPLES: dict[str, type] = {}
 
 def namedtuple_class(t: Any) -> type:
     """The Python class of a NamedTuple type: the user's own when Kiln saw it, else a new one."""
-    cls = NAMEDTUPLES.get(t.qualname)
-    if cls is None:
-        import collections
-        cls = collections.namedtuple(t.qualname.rsplit(".", 1)[-1], [f for f, _ in t.fields])  # type: ignore[misc]
-        NAMEDTUPLES[t.qualname] = cls
+    known = NAMEDTUPLES.get(t.qualname)
+    if known is not None:
+        return known
+    import collections
+    # (mypy only follows namedtuple() with a literal name; this class is made from a type.)
+    cls: type = collections.namedtuple(  # type: ignore[misc]
+        t.qualname.rsplit(".", 1)[-1], [f for f, _ in t.fields])
+    NAMEDTUPLES[t.qualname] = cls
     return cls
 
 
@@ -119,7 +122,8 @@ def _fits(v: Any, t: Any) -> bool:
     if py is not None:
         return isinstance(v, py) and not (py is int and isinstance(v, bool))
     if isinstance(t, T.ClassType):
-        return getattr(v, "_kiln_type", None) == t.qualname or type(v).__name__ == t.qualname.rsplit(".", 1)[-1]
+        return getattr(v, "_kiln_type", None) == t.qualname or \
+            type(v).__name__ == t.qualname.rsplit(".", 1)[-1]
     return False
 
 

@@ -58,9 +58,9 @@ from kiln.ir.types import (
     AnyType,
     BoolType,
     ClassType,
-    EnumType,
     ComplexType,
     DictType,
+    EnumType,
     FloatType,
     IntType,
     ListType,
@@ -331,7 +331,7 @@ class _CodePrinter:
     def constant(self, v: Value) -> _Expr:
         value = v.node.attrs.get("value")
         text = literal(value, v.type)
-        if text is None and isinstance(v.type, EnumType) and hasattr(value, "name"):
+        if text is None and isinstance(v.type, EnumType) and value is not None and hasattr(value, "name"):
             text = f"{v.type.qualname}.{value.name}"     # an enum member, by its qualified name
         if text is None:
             index = self.constant_index.get(id(value))

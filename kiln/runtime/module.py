@@ -214,7 +214,7 @@ class ScriptModule(torch.nn.Module):
 
     def define(self, source: str) -> None:
         """(Re)define methods from TorchScript source text (``def name(self, ...): ...``)."""
-        from kiln.frontend.script.api import define_methods   # the compiler, on demand
+        from kiln.frontend.script.api import define_methods  # the compiler, on demand
         define_methods(self, source)
 
     @property

@@ -97,11 +97,13 @@ def from_python(ann: Any, class_type: ClassTypeOf) -> Type:
 
 
 def _origin_name(origin: Any) -> str:
-    if origin in (list, typing.List):
+    """The generic's name for ``typing.get_origin`` of an annotation (``list`` for both
+    ``List[int]`` and ``list[int]``)."""
+    if origin is list:
         return "List"
-    if origin in (tuple, typing.Tuple):
+    if origin is tuple:
         return "Tuple"
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         return "Dict"
     if origin is typing.Union or type(origin).__name__ == "UnionType" or \
             getattr(origin, "__name__", "") == "UnionType":
@@ -131,7 +133,11 @@ def _generic(name: str, args: list[Type], raw: tuple[Any, ...] = ()) -> Type:
         return args[0] if args else AnyType
     if name == "Future":
         return FutureType(args[0])
-    # Union: Optional when it is X | None
+    return _union(args)
+
+
+def _union(args: list[Type]) -> Type:
+    """``Union[...]``: Optional when it is ``X | None``; nested unions are flattened."""
     members = [a for a in args if a != NoneType]
     if len(members) == 1 and len(args) == 2:
         return OptionalType(members[0])
@@ -208,6 +214,12 @@ def namedtuple_type(cls: type, qualname: str, class_type: ClassTypeOf) -> NamedT
     return NamedTupleType(qualname, fields)
 
 
-def class_type_name(cls: type) -> ClassType:
+def qualname(cls: type) -> str:
+    """A class's qualified name as TorchScript spells it (``__torch__.pkg.Class``), the same
+    for the tracer and the script compiler."""
     from kiln.frontend.tracer import qualified_class_name
-    return ClassType(qualified_class_name(cls))
+    return qualified_class_name(cls)
+
+
+def class_type_name(cls: type) -> ClassType:
+    return ClassType(qualname(cls))

@@ -15,7 +15,7 @@ import gc
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -26,7 +26,7 @@ from kiln.frontend.script.source import Source
 F = TypeVar("F", bound=Callable[..., Any])
 
 _lock = threading.RLock()
-_function_cache: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_function_cache: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def script(obj: Any, optimize: Any = None, _frames_up: int = 0, _rcb: Any = None,
@@ -61,22 +61,21 @@ def _no_gc() -> Iterator[None]:
 
 def _script(obj: Any) -> Any:
     from kiln.runtime.module import ScriptFunction
-    if True:
-        if isinstance(obj, torch.nn.Module):
-            return Compiler().script_module(obj)
-        if isinstance(obj, type):
-            Compiler().class_info(obj)
-            return obj
-        if callable(obj):
-            cached = _function_cache.get(obj)
-            if cached is not None:
-                return cached
-            comp = Compiler()
-            graph = comp.compile_function(obj)
-            fn = ScriptFunction(getattr(obj, "__name__", "fn"), graph, comp.defaults_of(obj))
-            functools.update_wrapper(fn, obj, updated=())  # type: ignore[arg-type]
-            _function_cache[obj] = fn
-            return fn
+    if isinstance(obj, torch.nn.Module):
+        return Compiler().script_module(obj)
+    if isinstance(obj, type):
+        Compiler().class_info(obj)
+        return obj
+    if callable(obj):
+        cached = _function_cache.get(obj)
+        if cached is not None:
+            return cached
+        comp = Compiler()
+        graph = comp.compile_function(obj)
+        fn = ScriptFunction(getattr(obj, "__name__", "fn"), graph, comp.defaults_of(obj))
+        functools.update_wrapper(fn, obj, updated=())
+        _function_cache[obj] = fn
+        return fn
     raise CompileError(f"kiln.script cannot compile {obj!r}: expected a function, a module or a class",
                        cause="not scriptable")
 
@@ -95,11 +94,13 @@ class CompilationUnit:
         names TorchScript source may use (``torch``, ``math``, typing names)."""
         import math
         import typing
+
+        from kiln.frontend.script.builtins import UNCHECKED_CAST, UNINITIALIZED, OpsNamespace
         from kiln.frontend.script.compiler import KNOWN_TYPES, TorchNamespace
-        from kiln.frontend.script.exprs import OpsNamespace
-        from kiln.frontend.script.calls import UNCHECKED_CAST, UNINITIALIZED
+        # The typing aliases themselves (not list/dict/tuple): what the names mean in Python.
         ns: dict[str, Any] = {"torch": torch, "math": math, "Tensor": torch.Tensor,
-                              "List": typing.List, "Dict": typing.Dict, "Tuple": typing.Tuple,
+                              "List": typing.List, "Dict": typing.Dict,  # noqa: UP006
+                              "Tuple": typing.Tuple,  # noqa: UP006
                               "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any,
                               "ops": OpsNamespace(""), "annotate": annotate, "Future": torch.jit.Future,
                               "uninitialized": UNINITIALIZED, "unchecked_cast": UNCHECKED_CAST,
@@ -225,10 +226,11 @@ def is_scripting() -> bool:
 
 
 def _register_builtins() -> None:
-    from kiln.frontend.script import calls
-    calls.register_builtin(fork, calls._fork)
-    calls.register_builtin(wait, calls._wait)
-    calls._CONSTANT_CALLS[is_scripting] = True
+    """Kiln's own ``fork``/``wait``/``is_scripting`` compile as ``torch.jit``'s do."""
+    from kiln.frontend.script import builtins
+    builtins.register_builtin(fork, builtins._fork)
+    builtins.register_builtin(wait, builtins._wait)
+    builtins.CONSTANT_CALLS[is_scripting] = True
 
 
 _register_builtins()

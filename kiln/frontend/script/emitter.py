@@ -14,13 +14,15 @@ first lowered by :mod:`kiln.frontend.script.exits`, so control flow is structure
 * refinement: ``x is not None``, ``isinstance(x, T)`` and friends narrow ``x`` inside the
   branch (and after an ``assert``) through ``prim::unchecked_cast``.
 
-Expressions and calls live in :mod:`.exprs` and :mod:`.calls` (mixins of this class).
+Expressions, calls and subscripts live in :mod:`.exprs`, :mod:`.calls` and :mod:`.subscripts`,
+mixins of this class on :class:`~kiln.frontend.script.base.EmitterBase` (the shared state).
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -37,9 +39,7 @@ from kiln.frontend.script.env import (
     Undefined,
 )
 from kiln.frontend.script.exprs import ExprMixin
-from kiln.frontend.script.source import Source
 from kiln.frontend.script.subscripts import SubscriptMixin
-from kiln.ir.builder import Builder
 from kiln.ir.graph import Block, Node, Value
 from kiln.ir.types import (
     AnyType,
@@ -54,7 +54,7 @@ from kiln.ir.types import (
 )
 
 if TYPE_CHECKING:
-    from kiln.frontend.script.compiler import Compiler
+    from kiln.frontend.script.compiler import ParsedFunction
 
 INT_MAX = 9223372036854775807
 
@@ -71,30 +71,11 @@ FALL = Exit("fall")
 
 
 class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
-    def __init__(self, comp: Compiler, b: Builder, source: Source, name: str,
-                 globals_: dict[str, Any], closure: Optional[dict[str, Any]] = None,
-                 self_class: Optional[type] = None) -> None:
-        self.comp = comp
-        self.b = b
-        self.source = source
-        self.name = name
-        self.globals = globals_
-        self.closure = closure or {}
-        self.self_class = self_class     # the Python class whose method this is (for super())
-        self.scope = Scope()
-        self.uninit: set[Value] = set()
-        self.return_type: Optional[Type] = None
-        self.expected_type: Optional[Type] = None    # the annotated type of the value being built
-
-    # -- errors and locations -----------------------------------------------------------
-    def fail(self, node: Optional[ast.AST], cause: str) -> Exception:
-        return self.comp.error(node, cause)
-
-    def at(self, node: ast.AST) -> None:
-        self.b.source = self.source.range(node)
+    """Emits one function body; its state and constructor are :class:`EmitterBase`'s."""
 
     # -- a whole body ------------------------------------------------------------------
-    def emit_body(self, body: list[ast.stmt], where: ast.AST, parsed: Any = None) -> Value:
+    def emit_body(self, body: list[ast.stmt], where: ast.AST,
+                  parsed: Optional[ParsedFunction] = None) -> Value:
         """Emit a function body; returns the value it returns.  ``parsed`` (a
         ``ParsedFunction``) caches the lowered body, as a function is often inlined many times."""
         lowered = parsed.lowered if parsed is not None else None
@@ -225,16 +206,16 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
 
     def stmt_AugAssign(self, s: ast.AugAssign) -> Exit:
         target = s.target
-        load: ast.expr
+        load: ast.expr     # the target, read
         if isinstance(target, ast.Name):
-            load = ast.copy_location(ast.Name(id=target.id, ctx=ast.Load()), target)
+            load = ast.Name(id=target.id, ctx=ast.Load())
         elif isinstance(target, ast.Attribute):
-            load = ast.copy_location(ast.Attribute(value=target.value, attr=target.attr, ctx=ast.Load()), target)
+            load = ast.Attribute(value=target.value, attr=target.attr, ctx=ast.Load())
         elif isinstance(target, ast.Subscript):
-            load = ast.copy_location(ast.Subscript(value=target.value, slice=target.slice, ctx=ast.Load()), target)
+            load = ast.Subscript(value=target.value, slice=target.slice, ctx=ast.Load())
         else:
             raise self.fail(target, "augmented assignment needs a name, attribute or subscript")
-        result = self.augmented(load, s.op, s.value, s)
+        result = self.augmented(ast.copy_location(load, target), s.op, s.value, s)
         self.assign(target, result, s, None)
         return FALL
 
@@ -264,23 +245,17 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
             value = self.convert(value, declared, where, f"{name!r}")
             self.scope.declared[name] = declared
         elif prev is not None and value not in self.uninit:
-            if not is_subtype(value.type, prev) and not self._number_fits(value.type, prev):
+            if not is_subtype(value.type, prev):
                 raise self.fail(where, f"variable {name!r} previously had type "
                                 f"{prev.annotation()} but is now being assigned a value of type "
                                 f"{value.type.annotation()}; use a new name, or annotate the first "
                                 f"assignment with a type both fit (e.g. `{name}: "
                                 f"{_suggest(prev, value.type)} = ...`)")
-            if prev == IntType and value.type != IntType:
-                pass
         elif value not in self.uninit:
             self.scope.declared[name] = value.type if value.type != NoneType else NoneType
         if value.name is None and value.node.kind != "prim::Param":
             value.name = name
         self.scope.vars[name] = value
-
-    @staticmethod
-    def _number_fits(actual: Type, declared: Type) -> bool:
-        return False
 
     def assign_unpack(self, target: ast.Tuple | ast.List, value: Binding, where: ast.AST) -> None:
         elts = target.elts
@@ -322,7 +297,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
     def merge_if(self, node: Node, results: list[tuple[Scope, Exit, Block]]) -> Exit:
         (sa, ea, ba), (sb, eb, bb) = results
         live = [(s, e, b) for s, e, b in results if e.kind == "fall"]
-        names = [n for n in dict.fromkeys([*sa.vars, *sb.vars])]
+        names = list(dict.fromkeys([*sa.vars, *sb.vars]))
         for name in names:
             if len(live) == 1:
                 s, _, _ = live[0]
@@ -370,8 +345,9 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
             return
         if va is None or vb is None or isinstance(va, Undefined) or isinstance(vb, Undefined):
             branch = "false" if (va is not None and not isinstance(va, Undefined)) else "true"
-            self.scope.vars[name] = Undefined(name, f"{name!r} is not defined in the {branch} branch of "
-                                                    "an earlier `if`; assign it in both branches or before the `if`")
+            why = (f"{name!r} is not defined in the {branch} branch of an earlier `if`; "
+                   "assign it in both branches or before the `if`")
+            self.scope.vars[name] = Undefined(name, why)
             return
         if not isinstance(va, Value) or not isinstance(vb, Value):
             if _same_sugar(va, vb):
@@ -489,6 +465,36 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
 
     def _try_loop(self, s: ast.For | ast.While, it: Optional[Binding], carried: list[str],
                   forced: dict[str, Type]) -> tuple[Node, dict[str, Optional[Type]]]:
+        """Emit the loop once.  Returns the ``prim::Loop`` and what the next attempt needs:
+        name -> the type the body gave a value first assigned in it (None: not carried)."""
+        entry, types = self._loop_entry(carried, forced)
+        trip, start_cond, iterate = self.loop_header(s, it)
+        node = self.b.graph.create("prim::Loop", [trip, start_cond, *entry], types)
+        self.b.insert(node)
+        body = node.add_block()
+        index = body.add_input(IntType, "i")
+        outer = self.scope
+        self.scope = outer.child()
+        for name, t, v in zip(carried, types, entry):
+            p = body.add_input(t, name)
+            self.scope.vars[name] = p
+            if t == AnyType and v in self.uninit:
+                self.uninit.add(p)
+        with self.b.at_end(body):
+            iterate(index)
+            ex = self.emit_stmts(list(s.body))
+            next_cond = self.loop_next_condition(s) if ex.kind == "fall" else self.b.constant(False)
+            body.register_output(next_cond)
+            needs = self._loop_results(s, body, carried, types, entry)
+        inner = self.scope
+        self.scope = outer
+        if not needs:
+            self._after_loop(node, carried, inner)
+        return node, needs
+
+    def _loop_entry(self, carried: list[str], forced: dict[str, Type]) -> tuple[list[Value], list[Type]]:
+        """The values the carried names enter the loop with, and the carried types (Any for a
+        name first assigned in the body, until an attempt has learned its type)."""
         entry: list[Value] = []
         for name in carried:
             v = self.scope.get(name)
@@ -500,40 +506,30 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         types = [forced.get(n) or self.scope.declared_type(n) or v.type for n, v in zip(carried, entry)]
         types = [t if not (v in self.uninit and n not in forced) else AnyType
                  for n, v, t in zip(carried, entry, types)]
-        trip, start_cond, iterate = self.loop_header(s, it)
-        node = self.b.graph.create("prim::Loop", [trip, start_cond, *entry], types)
-        self.b.insert(node)
-        body = node.add_block()
-        index = body.add_input(IntType, "i")
-        outer = self.scope
-        self.scope = outer.child()
-        for name, t in zip(carried, types):
-            p = body.add_input(t, name)
-            self.scope.vars[name] = p
-            if types and t == AnyType and entry[carried.index(name)] in self.uninit:
-                self.uninit.add(p)
-        with self.b.at_end(body):
-            iterate(index)
-            ex = self.emit_stmts(list(s.body))
-            next_cond = self.loop_next_condition(s) if ex.kind == "fall" else self.b.constant(False)
-            body.register_output(next_cond)
-            needs: dict[str, Optional[Type]] = {}
-            for name, t in zip(carried, types):
-                v = self.scope.get(name)
-                if not isinstance(v, Value):
-                    if entry[carried.index(name)] in self.uninit:
-                        needs[name] = None     # a compile-time value local to the body: not carried
-                        body.register_output(entry[carried.index(name)])
-                        continue
-                    raise self.fail(s, f"{name!r} is bound to a compile-time value inside the loop; "
-                                       "compile-time values cannot change in a loop")
-                if t == AnyType and v not in self.uninit and v.type != AnyType:
-                    needs[name] = v.type
-                body.register_output(self._fill_uninit(v, t))
-        inner = self.scope
-        self.scope = outer
-        if needs:
-            return node, needs
+        return entry, types
+
+    def _loop_results(self, s: ast.For | ast.While, body: Block, carried: list[str], types: list[Type],
+                      entry: list[Value]) -> dict[str, Optional[Type]]:
+        """Register the carried values at the end of the body; return what the loop must be
+        emitted again for (see ``_try_loop``)."""
+        needs: dict[str, Optional[Type]] = {}
+        for name, t, before in zip(carried, types, entry):
+            v = self.scope.get(name)
+            if not isinstance(v, Value):
+                if before in self.uninit:
+                    needs[name] = None     # a compile-time value local to the body: not carried
+                    body.register_output(before)
+                    continue
+                raise self.fail(s, f"{name!r} is bound to a compile-time value inside the loop; "
+                                   "compile-time values cannot change in a loop")
+            if t == AnyType and v not in self.uninit and v.type != AnyType:
+                needs[name] = v.type
+            body.register_output(self._fill_uninit(v, t))
+        return needs
+
+    def _after_loop(self, node: Node, carried: list[str], inner: Scope) -> None:
+        """Bind the carried names to the loop's outputs; names only the body assigned are
+        undefined after the loop."""
         for name, out in zip(carried, node.outputs):
             out.name = name
             self.scope.vars[name] = out
@@ -544,9 +540,9 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
                 self.scope.vars[name] = Undefined(
                     name, f"{name!r} is first assigned inside a loop, so it may be undefined after it; "
                           "assign it before the loop")
-        return node, needs
 
-    def loop_header(self, s: ast.For | ast.While, it: Optional[Binding]) -> tuple[Value, Value, Any]:
+    def loop_header(self, s: ast.For | ast.While,
+                    it: Optional[Binding]) -> tuple[Value, Value, Callable[[Value], None]]:
         """(max trip count, start condition, a function that binds the target in the body)."""
         if isinstance(s, ast.While):
             cond, _, _ = self.condition(s.test)
@@ -569,26 +565,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         cond, _, _ = self.condition(extra)
         return cond
 
-    # -- helpers -----------------------------------------------------------------------
-    def uninitialized(self, t: Type) -> Value:
-        v = self.b.value("prim::Uninitialized", [], t)
-        self.uninit.add(v)
-        return v
-
-    def apply_refinements(self, refs: dict[str, Type]) -> None:
-        for name, t in refs.items():
-            v = self.scope.get(name)
-            if isinstance(v, Value) and v.type != t:
-                cast = self.b.value("prim::unchecked_cast", [v], t)
-                cast.name = name
-                self.scope.refined[name] = cast
-
-    def constant_of(self, v: Value) -> Any:
-        """The Python value of a ``prim::Constant`` (``...`` when ``v`` is not constant)."""
-        if v.node.kind == "prim::Constant":
-            return v.node.attrs.get("value")
-        return ...
-
+    # -- names -------------------------------------------------------------------------
     def lookup_name(self, node: ast.Name) -> Binding:
         v = self.scope.get(node.id)
         if v is not None:

@@ -11,20 +11,30 @@ compile-time values below -- the closed set DESIGN.md asks for:
 * :class:`Items` -- a fixed sequence unrolled at compile time (a tuple being iterated, an
   ``nn.ModuleList``);
 * :class:`LambdaVal` -- a lambda, inlined where it is called;
-* :class:`Undefined` -- a name some path does not define; using it is an error that says why.
+* :class:`SuperVal` -- ``super()`` inside a method;
+* :class:`Undefined` -- a name some path does not define; using it is an error that says why;
+* :class:`~kiln.frontend.script.builtins.RangeVal` and
+  :class:`~kiln.frontend.script.builtins.ZipVal` -- ``range(...)``, ``zip(...)`` and
+  ``enumerate(...)`` about to be iterated (they live with the builtins that make them).
 """
 
 from __future__ import annotations
 
 import ast
+import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Union
+
+import torch
 
 from kiln.ir.graph import Value
 from kiln.ir.types import Type
 
 if TYPE_CHECKING:
-    from kiln.frontend.script.modules import ClassInfo, ModuleInfo
+    from kiln.frontend.script.builtins import RangeVal, ZipVal
+    from kiln.frontend.script.compiler import ClassInfo
+    from kiln.frontend.script.emitter import FunctionEmitter
+    from kiln.frontend.script.modules import ModuleInfo
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +70,7 @@ class Items:
 class LambdaVal:
     node: ast.Lambda
     scope: Scope
-    emitter: Any        # the FunctionEmitter whose source the lambda is in
+    emitter: FunctionEmitter    # the emitter whose source the lambda is in
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +85,17 @@ class Undefined:
     why: str
 
 
-Sugar = Union[PyObj, ModuleVal, ObjectVal, Bound, Items, LambdaVal, SuperVal, Undefined]
+Sugar = Union[PyObj, ModuleVal, ObjectVal, Bound, Items, LambdaVal, SuperVal, Undefined,
+              "RangeVal", "ZipVal"]
 Binding = Union[Value, Sugar]
+
+
+def is_constant(v: Any) -> bool:
+    """Whether a Python value can be used as a constant of compiled code (a PyObj that
+    becomes a ``prim::Constant``): numbers, strings, None, devices, dtypes, enum members
+    and tuples of those."""
+    return isinstance(v, (bool, int, float, str, type(None), torch.device, torch.dtype, enum.Enum)) or \
+        (isinstance(v, tuple) and all(is_constant(x) for x in v))
 
 
 @dataclass(eq=False)

@@ -60,7 +60,7 @@ def _assign(n: str, value: ast.expr, like: ast.AST) -> ast.stmt:
     return ast.copy_location(node, like)
 
 
-def _const(v: object) -> ast.expr:
+def _const(v: Optional[bool]) -> ast.expr:
     return ast.Constant(value=v)
 
 
@@ -242,11 +242,13 @@ def lower_with(stmts: list[ast.stmt]) -> list[ast.stmt]:
             call = ast.Call(func=_name(WITH_ENTER), args=[item.context_expr], keywords=[])
             enters.append(_assign(tmp, call, s))
             if item.optional_vars is not None:
-                enters.append(ast.copy_location(ast.Assign(targets=[item.optional_vars], value=_name(tmp)), s))
+                bind = ast.Assign(targets=[item.optional_vars], value=_name(tmp))
+                enters.append(ast.copy_location(bind, s))
             exits.append(tmp)
-        exit_calls = [ast.copy_location(ast.Expr(value=ast.Call(func=_name(WITH_EXIT), args=[_name(t)],
-                                                                keywords=[])), s)
-                      for t in reversed(exits)]
+        exit_calls: list[ast.stmt] = []
+        for t in reversed(exits):
+            exit_call = ast.Call(func=_name(WITH_EXIT), args=[_name(t)], keywords=[])
+            exit_calls.append(ast.copy_location(ast.Expr(value=exit_call), s))
         out.extend([*enters, *_before_exits(body, exit_calls, in_loop=False), *exit_calls])
     return out
 

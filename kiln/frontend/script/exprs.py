@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ast
 import enum
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 
+from kiln.frontend.script.base import EmitterBase
+from kiln.frontend.script.builtins import AtenName
 from kiln.frontend.script.env import (
     Binding,
     Bound,
@@ -54,11 +56,6 @@ from kiln.ir.types import (
     unify,
 )
 
-if TYPE_CHECKING:
-    from kiln.frontend.script.emitter import FunctionEmitter as _Base
-else:
-    _Base = object
-
 _BINOPS: dict[type, str] = {
     ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.FloorDiv: "floordiv",
     ast.Mod: "remainder", ast.Pow: "pow", ast.MatMult: "matmul", ast.BitAnd: "__and__",
@@ -74,6 +71,16 @@ _COMPARE: dict[type, str] = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.Lt
                              ast.Gt: "gt", ast.GtE: "ge"}
 _SWAPPED = {"lt": "gt", "gt": "lt", "le": "ge", "ge": "le", "eq": "eq", "ne": "ne"}
 
+# Tensor properties: the operator that reads each, and its result type.
+_TENSOR_PROPS: dict[str, tuple[str, Type]] = {
+    "shape": ("aten::size", ListType(IntType)), "dtype": ("prim::dtype", DtypeType),
+    "device": ("prim::device", DeviceType), "ndim": ("aten::dim", IntType),
+    "is_cuda": ("prim::is_cuda", BoolType), "requires_grad": ("prim::requires_grad", BoolType),
+    "data": ("prim::data", TENSOR), "T": ("aten::numpy_T", TENSOR),
+    "mT": ("aten::mT", TENSOR), "grad": ("prim::grad", OptionalType(TENSOR)),
+    "is_leaf": ("aten::is_leaf", BoolType), "layout": ("prim::layout", IntType),
+}
+
 Refinements = dict[str, Type]
 
 
@@ -81,7 +88,7 @@ def is_tensor(t: Type) -> bool:
     return isinstance(t, TensorType)
 
 
-class ExprMixin(_Base):
+class ExprMixin(EmitterBase):
     # -- entry points ------------------------------------------------------------------
     def expr(self, node: ast.expr, expected: Optional[Type] = None) -> Binding:
         self.at(node)
@@ -163,8 +170,8 @@ class ExprMixin(_Base):
                              "floordiv": "floordiv", "remainder": "mod", "pow": "pow",
                              "matmul": "matmul"}.get(name, name.strip("_")) + "__"
             if info is not None and hasattr(info.cls, dunder):
-                r = self.comp.call_object_method(self, ObjectVal(a, info), dunder, [b], {}, node)
-                return self.to_value(r, node)
+                result = self.comp.call_object_method(self.emitter, ObjectVal(a, info), dunder, [b], {}, node)
+                return self.to_value(result, node)
         if is_tensor(a.type) or is_tensor(b.type):
             op = _TENSOR_BINOPS.get(name, name)
             if op == "floor_divide" or op == "remainder" or is_tensor(a.type):
@@ -177,8 +184,6 @@ class ExprMixin(_Base):
             # TorchScript makes it a float.
             return self.b.value("aten::pow.int_to_int", [a, b], IntType)
         r = self.try_op(f"aten::{name}", [a, b], {})
-        if r is None and name in ("__and__", "__or__", "__xor__") and a.type == BoolType:
-            r = self.try_op(f"aten::{name}", [a, b], {})
         if r is None:
             raise self.fail(node, f"unsupported operand types for {_symbol(name)}: "
                                   f"{a.type.annotation()} and {b.type.annotation()}"
@@ -352,15 +357,7 @@ class ExprMixin(_Base):
         if isinstance(op, (ast.Is, ast.IsNot)):
             return self.identity(node.left, right, isinstance(op, ast.IsNot), node)
         if isinstance(op, (ast.In, ast.NotIn)):
-            container = self.expr(right)
-            if isinstance(container, Items) and container.keys is not None:
-                key = self.constant_of(self.value(node.left))
-                found = key in container.keys
-                return self.b.constant(found != isinstance(op, ast.NotIn)), {}, {}
-            v = self.contains(node.left, right, node)
-            if isinstance(op, ast.NotIn):
-                v = self.b.value("aten::__not__", [v], BoolType)
-            return v, {}, {}
+            return self.membership(node.left, right, isinstance(op, ast.NotIn), node), {}, {}
         a_b = self.expr(node.left)
         b_b = self.expr(right)
         name = _COMPARE[type(op)]
@@ -368,25 +365,42 @@ class ExprMixin(_Base):
         if folded is not None:
             return self.b.constant(folded), {}, {}
         a, b = self.to_value(a_b, node.left), self.to_value(b_b, right)
+        return self.compare_values(name, a, b, node), {}, {}
+
+    def membership(self, item: ast.expr, container_expr: ast.expr, negate: bool, node: ast.AST) -> Value:
+        """``item in container`` (``not in`` when ``negate``); a ``**kwargs`` key test is
+        decided while compiling."""
+        container = self.expr(container_expr)
+        if isinstance(container, Items) and container.keys is not None:
+            key = self.constant_of(self.value(item))
+            return self.b.constant((key in container.keys) != negate)
+        v = self.contains(item, container_expr, node)
+        if negate:
+            v = self.b.value("aten::__not__", [v], BoolType)
+        return v
+
+    def compare_values(self, name: str, a: Value, b: Value, node: ast.AST) -> Value:
+        """``a <op> b`` for IR values (``name`` is ``eq``, ``lt`` ...): an operator, or the
+        comparison dunder of a script class."""
         if a.type == DtypeType:
             b = self.enum_constant(b, DtypeType)      # TorchScript source spells dtypes as ints
         elif b.type == DtypeType:
             a = self.enum_constant(a, DtypeType)
         if isinstance(a.type, EnumType) and isinstance(b.type, EnumType) and name in ("eq", "ne"):
-            return self.b.value(f"aten::{name}.enum", [a, b], BoolType), {}, {}
+            return self.b.value(f"aten::{name}.enum", [a, b], BoolType)
         if isinstance(a.type, ClassType) and name in ("eq", "ne", "lt", "le", "gt", "ge"):
             info = self.comp.class_info_by_name(a.type.qualname)
             dunder = f"__{name}__"
             if info is not None and hasattr(info.cls, dunder) and dunder in _user_dunders(info.cls):
-                r = self.comp.call_object_method(self, ObjectVal(a, info), dunder, [b], {}, node)
-                return self.truth(r, node), {}, {}
+                result = self.comp.call_object_method(self.emitter, ObjectVal(a, info), dunder, [b], {}, node)
+                return self.truth(result, node)
         if is_tensor(b.type) and not is_tensor(a.type):
             a, b, name = b, a, _SWAPPED[name]
         r = self.try_op(f"aten::{name}", [a, b], {})
         if r is None:
             raise self.fail(node, f"cannot compare {a.type.annotation()} and {b.type.annotation()} "
                                   f"with {_symbol(name)}")
-        return r, {}, {}
+        return r
 
     def identity(self, left: ast.expr, right: ast.expr, negate: bool,
                  node: ast.AST) -> tuple[Value, Refinements, Refinements]:
@@ -416,8 +430,8 @@ class ExprMixin(_Base):
                 refs_not_none[name] = inner
         none = self.b.constant(None)
         r = self.b.value("aten::__isnot__" if negate else "aten::__is__", [b, none], BoolType)
-        refs_none: Refinements = {name: NoneType} if name is not None and False else {}
-        return (r, refs_not_none, refs_none) if negate else (r, refs_none, refs_not_none)
+        # Nothing is learned when the value is None: it is not narrowed to NoneType.
+        return (r, refs_not_none, {}) if negate else (r, {}, refs_not_none)
 
     def isinstance_check(self, node: ast.Call) -> tuple[Value, Refinements, Refinements]:
         b = self.expr(node.args[0])
@@ -462,7 +476,7 @@ class ExprMixin(_Base):
         if isinstance(c.type, ClassType):
             info = self.comp.class_info_by_name(c.type.qualname)
             if info is not None and hasattr(info.cls, "__contains__"):
-                r = self.comp.call_object_method(self, ObjectVal(c, info), "__contains__",
+                r = self.comp.call_object_method(self.emitter, ObjectVal(c, info), "__contains__",
                                                  [self.value(item)], {}, node)
                 return self.to_value(r, node)
         x = self.value(item)
@@ -500,7 +514,8 @@ class ExprMixin(_Base):
                 return v
             return self.b.tuple(conv)
         if v.type == NumberType and t in (FloatType, IntType, BoolType):
-            op = {FloatType: "aten::Float.Scalar", IntType: "aten::Int.Scalar", BoolType: "aten::Bool.Scalar"}[t]
+            op = {FloatType: "aten::Float.Scalar", IntType: "aten::Int.Scalar",
+                  BoolType: "aten::Bool.Scalar"}[t]
             return self.b.value(op, [v], t)
         if t == FloatType and v.type == IntType:
             return self.b.value("aten::Float.int", [v], FloatType) if self.constant_of(v) is ... \
@@ -530,9 +545,9 @@ class ExprMixin(_Base):
         if isinstance(base, PyObj):
             return self.py_attribute(base.obj, name, node)
         if isinstance(base, ModuleVal):
-            return self.comp.module_attribute(self, base, name, node)
+            return self.comp.module_attribute(self.emitter, base, name, node)
         if isinstance(base, ObjectVal):
-            return self.comp.object_attribute(self, base, name, node)
+            return self.comp.object_attribute(self.emitter, base, name, node)
         if isinstance(base, (SuperVal, Items)):
             return Bound(base, name)
         if isinstance(base, Value):
@@ -548,62 +563,63 @@ class ExprMixin(_Base):
             return PyObj(getattr(obj, name))
         except AttributeError:
             if obj is torch or getattr(obj, "__name__", "") in ("torch", "torch.nn.functional"):
-                return PyObj(_AtenName(name))
+                return PyObj(AtenName(name))
             raise self.fail(node, f"{_short(obj)} has no attribute {name!r}") from None
 
     def value_attribute(self, v: Value, name: str, node: ast.AST) -> Binding:
+        """``v.name`` on an IR value: a property (an operator), a field, or a method (Bound)."""
         t = v.type
         if is_tensor(t):
-            props = {"shape": ("aten::size", ListType(IntType)), "dtype": ("prim::dtype", DtypeType),
-                     "device": ("prim::device", DeviceType), "ndim": ("aten::dim", IntType),
-                     "is_cuda": ("prim::is_cuda", BoolType), "requires_grad": ("prim::requires_grad", BoolType),
-                     "data": ("prim::data", TENSOR), "T": ("aten::numpy_T", TENSOR),
-                     "mT": ("aten::mT", TENSOR), "grad": ("prim::grad", OptionalType(TENSOR)),
-                     "is_leaf": ("aten::is_leaf", BoolType), "layout": ("prim::layout", IntType)}
-            if name.startswith("is_") and name not in props and \
-                    not callable(getattr(torch.Tensor, name, None)):
-                return self.b.value("prim::kiln_tensor_flag", [v], BoolType, name=name)
-            if name in props:
-                op, rt = props[name]
-                return self.b.value(op, [v], rt) if op.startswith("prim::") or op == "aten::size" \
-                    else self.op_value(op, [v], {}, node)
-            if not hasattr(torch.Tensor, name):
-                raise self.fail(node, f"Tensor has no attribute or method {name!r}")
-            return Bound(v, name)
+            return self.tensor_attribute(v, name, node)
         if isinstance(t, NamedTupleType):
-            names = [f for f, _ in t.fields]
-            if name in names:
-                i = names.index(name)
-                return self.b.value("prim::TupleIndex", [v, self.b.constant(i)], t.fields[i][1])
-            if name in ("count", "index"):
-                return Bound(v, name)
-            raise self.fail(node, f"{t.qualname.rsplit('.', 1)[-1]} has no field {name!r}; its fields "
-                                  f"are {', '.join(names)}")
+            return self.field_attribute(v, t, name, node)
         if isinstance(t, ClassType):
             info = self.comp.class_info_by_name(t.qualname)
             if info is not None:
-                return self.comp.object_attribute(self, ObjectVal(v, info), name, node)
+                return self.comp.object_attribute(self.emitter, ObjectVal(v, info), name, node)
         if isinstance(t, EnumType):
             if name == "name":
                 return self.b.value("prim::EnumName", [v], StrType)
             if name == "value":
                 return self.b.value("prim::EnumValue", [v], self.comp.enum_value_type(t))
-        if t == StrType or isinstance(t, (ListType, DictType)) or t in (IntType, FloatType, DeviceType):
-            if t == DeviceType and name in ("type", "index"):
-                return self.op_value(f"prim::device_{name}", [v], {}, node) if False else \
-                    self.b.value("prim::GetAttr", [v], StrType if name == "type" else OptionalType(IntType),
-                                 name=name)
-            return Bound(v, name)
-        if isinstance(t, TupleType):
+        if t == DeviceType and name in ("type", "index"):
+            return self.b.value("prim::GetAttr", [v], StrType if name == "type" else OptionalType(IntType),
+                                name=name)
+        if isinstance(t, (ListType, DictType, TupleType)) or t in (StrType, IntType, FloatType, DeviceType):
             return Bound(v, name)
         raise self.fail(node, f"a value of type {t.annotation()} has no attribute {name!r}")
+
+    def tensor_attribute(self, v: Value, name: str, node: ast.AST) -> Binding:
+        """``t.shape``, ``t.dtype``, ``t.is_sparse`` ... (an operator each), or a method."""
+        if name.startswith("is_") and name not in _TENSOR_PROPS and \
+                not callable(getattr(torch.Tensor, name, None)):
+            return self.b.value("prim::kiln_tensor_flag", [v], BoolType, name=name)
+        if name in _TENSOR_PROPS:
+            op, rt = _TENSOR_PROPS[name]
+            return self.b.value(op, [v], rt) if op.startswith("prim::") or op == "aten::size" \
+                else self.op_value(op, [v], {}, node)
+        if not hasattr(torch.Tensor, name):
+            raise self.fail(node, f"Tensor has no attribute or method {name!r}")
+        return Bound(v, name)
+
+    def field_attribute(self, v: Value, t: NamedTupleType, name: str, node: ast.AST) -> Binding:
+        """A NamedTuple's field (``prim::TupleIndex``), or its ``count``/``index`` method."""
+        names = [f for f, _ in t.fields]
+        if name in names:
+            i = names.index(name)
+            return self.b.value("prim::TupleIndex", [v, self.b.constant(i)], t.fields[i][1])
+        if name in ("count", "index"):
+            return Bound(v, name)
+        raise self.fail(node, f"{t.qualname.rsplit('.', 1)[-1]} has no field {name!r}; its fields "
+                              f"are {', '.join(names)}")
 
     # -- displays ------------------------------------------------------------------------
     def expr_Tuple(self, node: ast.Tuple) -> Binding:
         vals: list[Value] = []
         for e in node.elts:
             if isinstance(e, ast.Starred):
-                vals.extend(self.unpack_for_assignment(self.expr(e.value), e, -1, None))
+                parts = self.unpack_for_assignment(self.expr(e.value), e, -1, None)
+                vals.extend(self.to_value(p, e) for p in parts)
             else:
                 vals.append(self.value(e))
         return self.b.tuple(vals)
@@ -677,37 +693,10 @@ class ExprMixin(_Base):
         return self.b.value("aten::format", [self.b.constant(fmt), *args], StrType)
 
     def expr_Lambda(self, node: ast.Lambda) -> Binding:
-        return LambdaVal(node, self.scope, self)
+        return LambdaVal(node, self.scope, self.emitter)
 
     def expr_Slice(self, node: ast.Slice) -> Binding:
         raise self.fail(node, "a slice is only allowed inside a subscript")
-
-
-class _AtenName:
-    """``torch.<name>`` that is no Python attribute: an ATen builtin by name (``torch.append``);
-    ``ops.<ns>.<name>`` in TorchScript source: the operator ``ns::name``."""
-
-    def __init__(self, name: str, namespace: str = "aten") -> None:
-        self.name = name
-        self.namespace = namespace
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.namespace}::{self.name}"
-
-
-class OpsNamespace:
-    """``ops`` in TorchScript source text: ``ops.prim.Name`` names the operator ``prim::Name``."""
-
-    def __init__(self, namespace: str) -> None:
-        self._namespace = namespace
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if not self._namespace:
-            return OpsNamespace(name)
-        return _AtenName(name, self._namespace)
 
 
 def optional_hint(values: list[Value]) -> str:
@@ -773,11 +762,12 @@ def _empty_container(v: Value) -> bool:
     return v.node.kind in ("prim::ListConstruct", "prim::DictConstruct") and not v.node.inputs
 
 
-def _fold_compare(a: Binding, b: Binding, name: str, em: Any) -> Optional[bool]:
+def _fold_compare(a: Binding, b: Binding, name: str, em: EmitterBase) -> Optional[bool]:
     """Compare two values known while compiling (module constants, ``self.training`` is not)."""
     ka = a.obj if isinstance(a, PyObj) else (em.constant_of(a) if isinstance(a, Value) else ...)
     kb = b.obj if isinstance(b, PyObj) else (em.constant_of(b) if isinstance(b, Value) else ...)
-    if ka is ... or kb is ... or not all(isinstance(k, (str, int, float, bool, type(None))) for k in (ka, kb)):
+    if ka is ... or kb is ... or \
+            not all(isinstance(k, (str, int, float, bool, type(None))) for k in (ka, kb)):
         return None
     import operator
     fn = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,

@@ -54,6 +54,14 @@ class Source:
         return f"    {shown}\n    {caret}"
 
 
+def set_location(node: ast.AST, **where: Any) -> None:
+    """Set location attributes (``lineno=``, ``col_offset=`` ...) on a node of code Kiln
+    generates, so that errors inside it point at the user's code it stands for.  (Not every
+    AST class declares them, hence setattr.)"""
+    for name, value in where.items():
+        setattr(node, name, value)
+
+
 def function_source(fn: Callable[..., Any]) -> tuple[Source, ast.FunctionDef]:
     """The source and AST of a Python function (or method), as written in its file."""
     try:

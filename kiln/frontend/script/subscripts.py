@@ -16,33 +16,29 @@ from __future__ import annotations
 
 import ast
 import itertools
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
+from kiln.frontend.script.base import EmitterBase
 from kiln.frontend.script.env import Binding, Items, ModuleVal, ObjectVal, PyObj
+from kiln.frontend.script.source import set_location
 from kiln.ir.graph import Value
 from kiln.ir.types import (
     TENSOR,
-    AnyType,
     DictType,
     IntType,
     ListType,
     NamedTupleType,
-    NoneType,
     OptionalType,
     StrType,
     TensorType,
     TupleType,
+    Type,
 )
-
-if TYPE_CHECKING:
-    from kiln.frontend.script.emitter import FunctionEmitter as _Base
-else:
-    _Base = object
 
 _counter = itertools.count()
 
 
-class SubscriptMixin(_Base):
+class SubscriptMixin(EmitterBase):
     # -- reading -----------------------------------------------------------------------
     def expr_Subscript(self, node: ast.Subscript) -> Binding:
         base = self.expr(node.value)
@@ -51,7 +47,7 @@ class SubscriptMixin(_Base):
         if isinstance(base, Items):
             return self.items_subscript(base, node)
         if isinstance(base, ModuleVal):
-            items = self.comp.module_items_raw(self, base)
+            items = self.comp.module_items_raw(self.emitter, base)
             keys = self.comp.module_keys(base)
             return self.items_subscript(Items(tuple(items), keys), node)
         v = self.to_value(base, node)
@@ -59,7 +55,7 @@ class SubscriptMixin(_Base):
         if isinstance(t, TensorType):
             return self.index_tensor(v, node.slice, node)
         if isinstance(t, (TupleType, NamedTupleType)):
-            return self.tuple_subscript(v, node)
+            return self.tuple_subscript(v, t.elems, node)
         if isinstance(node.slice, ast.Slice):
             if not (isinstance(t, ListType) or t == StrType):
                 raise self.fail(node, f"cannot slice a value of type {t.annotation()}")
@@ -85,11 +81,15 @@ class SubscriptMixin(_Base):
                 raise self.fail(node, "a ModuleDict can only be indexed with a string constant naming a key")
             return base.items[base.keys.index(k)]
         if isinstance(node.slice, ast.Slice):
-            lo, hi, st = (self._const_index(e, node) for e in (node.slice.lower, node.slice.upper, node.slice.step))
-            return Items(tuple(base.items[slice(lo, hi, st)]))
+            return Items(tuple(base.items[self._const_slice(node.slice, node)]))
         if not isinstance(k, int):
             raise self.fail(node, "a module container or tuple can only be indexed with an int constant")
         return base.items[k]
+
+    def _const_slice(self, s: ast.Slice, node: ast.AST) -> slice:
+        """A slice whose bounds are int constants (of a tuple, or of a module container)."""
+        lo, hi, st = (self._const_index(e, node) for e in (s.lower, s.upper, s.step))
+        return slice(lo, hi, st)
 
     def _const_index(self, e: Optional[ast.expr], node: ast.AST) -> Optional[int]:
         if e is None:
@@ -99,12 +99,12 @@ class SubscriptMixin(_Base):
             raise self.fail(node, "this slice needs int constants")
         return k
 
-    def tuple_subscript(self, v: Value, node: ast.Subscript) -> Binding:
-        elems = v.type.elems  # type: ignore[attr-defined]
+    def tuple_subscript(self, v: Value, elems: tuple[Type, ...], node: ast.Subscript) -> Binding:
+        """``t[i]`` (``i`` a constant: the elements' types may differ) or ``t[i:j]``."""
         if isinstance(node.slice, ast.Slice):
-            lo, hi, st = (self._const_index(e, node) for e in (node.slice.lower, node.slice.upper, node.slice.step))
+            sl = self._const_slice(node.slice, node)
             parts = self.b.unpack(v, list(elems))
-            return self.b.tuple(parts[slice(lo, hi, st)])
+            return self.b.tuple(parts[sl])
         idx = self.value(node.slice)
         k = self.constant_of(idx)
         if not isinstance(k, int):
@@ -133,8 +133,7 @@ class SubscriptMixin(_Base):
         dim = 0
         after_ellipsis = False
         remaining = len(consuming)
-        tensors: list[Value] = []
-        pending: dict[int, Value] = {}
+        pending: dict[int, Value] = {}     # dimension -> tensor index
         for p in parts:
             if isinstance(p, ast.Constant) and p.value is Ellipsis:
                 after_ellipsis = True
@@ -164,14 +163,17 @@ class SubscriptMixin(_Base):
                 raise self.fail(p, f"a tensor cannot be indexed with a {idx.type.annotation()}")
             pending[dim] = idx
             dim += 1
+        return v, self._index_list(pending, node)
+
+    def _index_list(self, pending: dict[int, Value], node: ast.AST) -> Optional[list[Value]]:
+        """``aten::index``'s indices: the tensor index of each dimension up to the last one
+        indexed, None for the others (None: no tensor indices at all)."""
         if not pending:
-            return v, None
+            return None
         if any(d < 0 for d in pending):
             raise self.fail(node, "tensor indices after `...` are not supported")
-        width = max(pending) + 1
-        for d in range(width):
-            tensors.append(pending[d] if d in pending else self.b.constant(None, OptionalType(TENSOR)))
-        return v, tensors
+        return [pending[d] if d in pending else self.b.constant(None, OptionalType(TENSOR))
+                for d in range(max(pending) + 1)]
 
     # -- stores ------------------------------------------------------------------------
     def assign_subscript(self, target: ast.Subscript, value: Value, where: ast.AST) -> None:
@@ -217,61 +219,34 @@ class SubscriptMixin(_Base):
             raise self.fail(target, f"`del` of an item of {base.type.annotation()} is not supported")
 
     def assign_attribute(self, target: ast.Attribute, value: Value, where: ast.AST,
-                         declared: Any = None) -> None:
+                         declared: Optional[Type] = None) -> None:
         base = self.expr(target.value)
         if isinstance(base, (ModuleVal, ObjectVal)):
-            self.comp.set_attribute(self, base, target.attr, value, where, declared)
+            self.comp.set_attribute(self.emitter, base, target.attr, value, where, declared)
             return
         raise self.fail(target, "only attributes of `self` (or of script-class objects) can be assigned")
 
     # -- comprehensions ------------------------------------------------------------------
-    def expr_ListComp(self, node: ast.ListComp, expected: Any = None) -> Binding:
+    def expr_ListComp(self, node: ast.ListComp, expected: Optional[Type] = None) -> Binding:
         return self.comprehension(node, node.generators, [node.elt], expected)
 
     def expr_GeneratorExp(self, node: ast.GeneratorExp) -> Binding:
         return self.comprehension(node, node.generators, [node.elt], None)
 
-    def expr_DictComp(self, node: ast.DictComp, expected: Any = None) -> Binding:
+    def expr_DictComp(self, node: ast.DictComp, expected: Optional[Type] = None) -> Binding:
         return self.comprehension(node, node.generators, [node.key, node.value], expected)
 
     def expr_SetComp(self, node: ast.SetComp) -> Binding:
         raise self.fail(node, "set comprehensions are not supported; use a list or dict comprehension")
 
     def comprehension(self, node: ast.expr, gens: list[ast.comprehension], elts: list[ast.expr],
-                      expected: Any) -> Binding:
+                      expected: Optional[Type]) -> Binding:
+        """A list (one element expression) or dict (key and value) comprehension: a fresh
+        container, filled by the loops the comprehension stands for."""
         k = next(_counter)
         acc = f"__kiln_comp{k}"
         is_dict = len(elts) == 2
-        renames: dict[str, str] = {}
-        new_gens = []
-        for g in gens:
-            if g.is_async:
-                raise self.fail(node, "async comprehensions are not supported")
-            iter_ = _Rename(dict(renames)).visit(_copy(g.iter))
-            for n in ast.walk(g.target):
-                if isinstance(n, ast.Name):
-                    renames[n.id] = f"__kiln_c{k}_{n.id}"
-            new_gens.append((_Rename(renames).visit(_copy(g.target)), iter_,
-                             [_Rename(renames).visit(_copy(c)) for c in g.ifs]))
-        new_elts = [_Rename(renames).visit(_copy(e)) for e in elts]
-        if is_dict:
-            store: ast.stmt = ast.Assign(targets=[ast.Subscript(value=ast.Name(id=acc, ctx=ast.Load()),
-                                                                slice=new_elts[0], ctx=ast.Store())],
-                                         value=new_elts[1])
-        else:
-            store = ast.Expr(value=ast.Call(func=ast.Attribute(value=ast.Name(id=acc, ctx=ast.Load()),
-                                                               attr="append", ctx=ast.Load()),
-                                            args=[new_elts[0]], keywords=[]))
-        body: list[ast.stmt] = [store]
-        for target, iter_, ifs in reversed(new_gens):
-            for cond in reversed(ifs):
-                body = [ast.If(test=cond, body=body, orelse=[])]
-            body = [ast.For(target=target, iter=iter_, body=body, orelse=[])]
-        for s in body:
-            ast.fix_missing_locations(ast.copy_location(s, node))
-        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
-            if hasattr(n, "lineno"):
-                n.lineno, n.col_offset = node.lineno, node.col_offset  # type: ignore[attr-defined]
+        body = self._comprehension_loops(node, gens, elts, k, acc)
         if is_dict:
             kt, vt = (expected.key, expected.value) if isinstance(expected, DictType) else (StrType, TENSOR)
             container = self.b.dict([], [], DictType(kt, vt))
@@ -293,6 +268,43 @@ class SubscriptMixin(_Base):
             self.comp.empty_lists.discard(container)
         return container
 
+    def _comprehension_loops(self, node: ast.expr, gens: list[ast.comprehension], elts: list[ast.expr],
+                             k: int, acc: str) -> list[ast.stmt]:
+        """The comprehension as statements: nested ``for``/``if`` around ``acc.append(elt)``
+        (``acc[key] = value``), loop variables renamed ``__kiln_c<k>_<name>``, every node at
+        the comprehension's location."""
+        renames: dict[str, str] = {}
+        new_gens = []
+        for g in gens:
+            if g.is_async:
+                raise self.fail(node, "async comprehensions are not supported")
+            iter_ = _Rename(dict(renames)).visit(_copy(g.iter))
+            for n in ast.walk(g.target):
+                if isinstance(n, ast.Name):
+                    renames[n.id] = f"__kiln_c{k}_{n.id}"
+            new_gens.append((_Rename(renames).visit(_copy(g.target)), iter_,
+                             [_Rename(renames).visit(_copy(c)) for c in g.ifs]))
+        new_elts = [_Rename(renames).visit(_copy(e)) for e in elts]
+        if len(elts) == 2:
+            store: ast.stmt = ast.Assign(targets=[ast.Subscript(value=ast.Name(id=acc, ctx=ast.Load()),
+                                                                slice=new_elts[0], ctx=ast.Store())],
+                                         value=new_elts[1])
+        else:
+            store = ast.Expr(value=ast.Call(func=ast.Attribute(value=ast.Name(id=acc, ctx=ast.Load()),
+                                                               attr="append", ctx=ast.Load()),
+                                            args=[new_elts[0]], keywords=[]))
+        body: list[ast.stmt] = [store]
+        for target, iter_, ifs in reversed(new_gens):
+            for cond in reversed(ifs):
+                body = [ast.If(test=cond, body=body, orelse=[])]
+            body = [ast.For(target=target, iter=iter_, body=body, orelse=[])]
+        for s in body:
+            ast.fix_missing_locations(ast.copy_location(s, node))
+        for n in ast.walk(ast.Module(body=body, type_ignores=[])):
+            if hasattr(n, "lineno"):
+                set_location(n, lineno=node.lineno, col_offset=node.col_offset)
+        return body
+
 
 class _Rename(ast.NodeTransformer):
     def __init__(self, names: dict[str, str]) -> None:
@@ -309,4 +321,4 @@ def _copy(node: ast.AST) -> Any:
     return copy.deepcopy(node)
 
 
-__all__ = ["SubscriptMixin", "AnyType", "NoneType"]
+__all__ = ["SubscriptMixin"]

@@ -1,0 +1,519 @@
+"""Modules in the script compiler: ``nn.Module`` trees as ScriptModules, and calls between them.
+
+Every ``nn.Module`` becomes a :class:`~kiln.runtime.module.ScriptModule` sharing its
+parameters and buffers, with its submodules scripted recursively (a module that is already
+a ScriptModule -- traced, or scripted before -- is used as it is).  Attribute types come
+from class annotations, else from the values; ``Final`` attributes and names in
+``__constants__`` are constants.  ``forward`` and exported methods are compiled; other
+methods when first called.  Calls between modules are ``prim::CallMethod``; an ``@ignore``d
+method is left to Python (``prim::kiln_python_call``), an ``@unused`` one raises.
+
+Instances with the same *type key* -- class, constants, attribute types and their
+submodules' keys, like TorchScript's concrete types -- share one compilation of each method.
+
+:class:`ModuleCompiler` is the part of :class:`~kiln.frontend.script.compiler.Compiler`
+that does this; it uses the session's function machinery (parsing, emitters, inlining),
+declared below for the type checker.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import types
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+
+from kiln.errors import CompileError
+from kiln.frontend.script import annotations as ann
+from kiln.frontend.script.env import Binding, Bound, Items, ModuleVal, PyObj, SuperVal, is_constant
+from kiln.frontend.script.source import Frame
+from kiln.ir.builder import Builder
+from kiln.ir.graph import Graph, Value
+from kiln.ir.types import (
+    TENSOR,
+    AnyType,
+    BoolType,
+    ClassType,
+    DictType,
+    ListType,
+    NoneType,
+    OptionalType,
+    TensorType,
+    TupleType,
+    Type,
+    type_of_value,
+)
+
+if TYPE_CHECKING:
+    from kiln.frontend.script.compiler import ParsedFunction
+    from kiln.frontend.script.emitter import FunctionEmitter
+    from kiln.runtime.module import ScriptModule
+
+# A parameter without a default value (None is a default like any other).
+NO_DEFAULT = object()
+
+
+@dataclass(eq=False)
+class MethodSig:
+    params: list[tuple[str, Type, Any]]      # (name, type, default or NO_DEFAULT)
+    returns: Type
+
+
+@dataclass(eq=False)
+class ModuleInfo:
+    module: torch.nn.Module          # the original module (or the ScriptModule itself)
+    sm: ScriptModule
+    type: ClassType
+    constants: dict[str, Any] = field(default_factory=dict)
+    attr_types: dict[str, Type] = field(default_factory=dict)
+    bad_attrs: dict[str, str] = field(default_factory=dict)   # name -> why it has no type
+    sigs: dict[str, MethodSig] = field(default_factory=dict)
+    compiling: set[str] = field(default_factory=set)
+    subs: dict[str, ModuleInfo] = field(default_factory=dict)
+    key: Optional[tuple[Any, ...]] = None                     # see ModuleCompiler.type_key
+
+
+class ModuleCompiler:
+    """Scripting modules and calling their methods (a part of the Compiler)."""
+
+    def __init__(self) -> None:
+        self.modules: dict[int, ModuleInfo] = {}
+        # type key -> method name -> (graph, signature), shared by equal instances
+        self.method_cache: dict[tuple[Any, ...], dict[str, tuple[Graph, MethodSig]]] = {}
+
+    if TYPE_CHECKING:
+        # -- defined in compiler.Compiler ----------------------------------------------------
+        frames: list[Frame]
+
+        def error(self, node: Optional[ast.AST], cause: str) -> CompileError: ...
+
+        def parse_function(self, fn: Any) -> ParsedFunction: ...
+
+        def new_emitter(self, b: Builder, p: ParsedFunction,
+                        self_class: Optional[type] = None) -> FunctionEmitter: ...
+
+        def param_type(self, em: FunctionEmitter, p: ParsedFunction, arg: ast.arg,
+                       default_tensor: bool) -> Optional[Type]: ...
+
+        def return_type(self, em: FunctionEmitter, p: ParsedFunction) -> Optional[Type]: ...
+
+        def inline_function(self, caller: FunctionEmitter, fn: Any, args: list[Binding],
+                            kwargs: dict[str, Binding], node: ast.AST,
+                            self_binding: Optional[Binding] = None,
+                            self_class: Optional[type] = None) -> Binding: ...
+
+        def class_type_for(self, cls: type) -> Optional[Type]: ...
+
+    # -- the module tree -------------------------------------------------------------------
+    def script_module(self, module: torch.nn.Module) -> ScriptModule:
+        info = self.module_info(module)
+        self.compile_entry_methods(info)
+        return info.sm
+
+    def module_info(self, module: torch.nn.Module) -> ModuleInfo:
+        from kiln.runtime.module import ScriptModule
+        info = self.modules.get(id(module))
+        if info is not None:
+            return info
+        if isinstance(module, ScriptModule):
+            info = ModuleInfo(module, module, ClassType(module.qualified_name))
+            self.modules[id(module)] = info
+            for name, v in module.__dict__.items():
+                if name in module._kiln_attributes:
+                    info.attr_types[name] = _attr_type(v) or AnyType
+            for name, child in module._modules.items():
+                if child is not None:
+                    info.subs[name] = self.module_info(child)
+            return info
+        cls = type(module)
+        sm = ScriptModule(ann.qualname(cls), cls.__name__)
+        info = ModuleInfo(module, sm, ClassType(sm.qualified_name))
+        self.modules[id(module)] = info
+        for name, child in module._modules.items():
+            if child is None:
+                continue
+            sub = self.module_info(child)
+            info.subs[name] = sub
+            sm.add_module(name, sub.sm)
+        for name, p in module._parameters.items():
+            sm.register_parameter(name, p)
+        for name, buf in module._buffers.items():
+            sm.register_buffer(name, buf, persistent=name not in module._non_persistent_buffers_set)
+        sm.training = module.training
+        self._collect_attributes(info)
+        return info
+
+    def _collect_attributes(self, info: ModuleInfo) -> None:
+        module, sm = info.module, info.sm
+        cls = type(module)
+        hints: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            hints.update(getattr(klass, "__annotations__", {}) or {})
+        consts = set(getattr(cls, "__constants__", ()) or ())
+        for name, v in vars(module).items():
+            if name in _MODULE_INTERNALS or name == "training" or name.startswith("_kiln"):
+                continue
+            hint = hints.get(name)
+            if name in consts or (hint is not None and ann.is_final(hint)):
+                info.constants[name] = v
+                continue
+            t: Optional[Type] = None
+            if hint is not None:
+                try:
+                    t = ann.from_python(hint, self.class_type_for)
+                except ann.AnnotationError as e:
+                    info.bad_attrs[name] = str(e)
+                    continue
+            else:
+                t = _attr_type(v)
+            if t is None:
+                info.bad_attrs[name] = f"its value {type(v).__name__} has no type Kiln can infer; annotate it"
+                continue
+            info.attr_types[name] = t
+            sm._kiln_set_attribute(name, v)
+
+    # -- methods ---------------------------------------------------------------------------
+    def compile_entry_methods(self, info: ModuleInfo) -> None:
+        for sub in info.subs.values():
+            if sub.module is not sub.sm:
+                self.compile_entry_methods(sub)
+        if info.module is info.sm:
+            return
+        cls = type(info.module)
+        names = []
+        if _defines_forward(cls) and _modifier(cls.forward) not in ("ignore", "unused"):
+            names.append("forward")
+        for klass in cls.__mro__:
+            for name, fn in vars(klass).items():
+                if isinstance(fn, types.FunctionType) and _modifier(fn) == "export" and name not in names:
+                    names.append(name)
+        for name in names:
+            self.method_sig(info, name, None)
+
+    def method_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
+        """The signature of method ``name``, compiling it (once per type key) if need be."""
+        sig = info.sigs.get(name)
+        if sig is not None:
+            return sig
+        if info.module is info.sm:
+            return self._graph_sig(info, name, node)
+        if name in info.compiling:
+            raise self.error(node, f"method {name!r} calls itself; recursion is not supported")
+        fn = inspect.getattr_static(type(info.module), name, None)
+        if not isinstance(fn, types.FunctionType):
+            raise self.error(node, f"{type(info.module).__name__} has no method {name!r}")
+        shared = self.method_cache.setdefault(self.type_key(info), {})
+        hit = shared.get(name)
+        if hit is not None:
+            for other, (g, other_sig) in shared.items():   # with the helpers it calls on self
+                if other not in info.sigs:
+                    info.sigs[other] = other_sig
+                    info.sm._kiln_define_method(other, g.copy())
+            return hit[1]
+        info.compiling.add(name)
+        try:
+            graph, sig = self.compile_method(info, fn, name)
+        finally:
+            info.compiling.discard(name)
+        shared[name] = (graph, sig)
+        info.sigs[name] = sig
+        info.sm._kiln_define_method(name, graph)
+        return sig
+
+    def type_key(self, info: ModuleInfo) -> tuple[Any, ...]:
+        """What a method's graph depends on besides the class: two instances with the same key
+        (e.g. the 100 BatchNorms of a ResNet) share one compilation, as TorchScript's
+        concrete types do."""
+        if info.key is None:
+            sm = info.sm
+            consts = tuple(sorted((k, _hashable_const(v)) for k, v in info.constants.items()))
+            info.key = (type(info.module), consts, tuple(sorted(info.attr_types.items(), key=str)),
+                        tuple((k, self.type_key(v)) for k, v in info.subs.items()),
+                        tuple((k, p is None) for k, p in sm._parameters.items()),
+                        tuple((k, b is None) for k, b in sm._buffers.items()))
+        return info.key
+
+    def _graph_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
+        """The signature of a method an existing ScriptModule already has as a graph."""
+        graphs = info.sm._kiln_graphs
+        if name not in graphs:
+            raise self.error(node, f"{info.sm.original_name} has no method {name!r}")
+        g = graphs[name]
+        params = [(v.name or f"arg{i}", v.type, NO_DEFAULT) for i, v in enumerate(g.inputs[1:])]
+        out = g.outputs[0].type if len(g.outputs) == 1 else AnyType
+        sig = MethodSig(params, out)
+        info.sigs[name] = sig
+        return sig
+
+    def compile_method(self, info: ModuleInfo, fn: Any, name: str) -> tuple[Graph, MethodSig]:
+        """Method ``name`` of the module as a graph whose input 0 is ``self``."""
+        p = self.parse_function(fn)
+        graph = Graph()
+        b = Builder(graph)
+        owner = next((c for c in type(info.module).__mro__ if name in c.__dict__), type(info.module))
+        em = self.new_emitter(b, p, owner)
+        self.frames.append(Frame(p.name, p.source))
+        try:
+            me = graph.add_input(info.type, "self")
+            em.scope.vars["self"] = ModuleVal(me, info)
+            params: list[tuple[str, Type, Any]] = []
+            a = p.fdef.args
+            if a.vararg or a.kwarg or a.kwonlyargs:
+                raise self.error(p.fdef, "module methods cannot take *args, **kwargs or keyword-only "
+                                         "parameters; helper functions they call can")
+            n_def = len(a.defaults)
+            plist = a.args[1:]
+            for i, arg in enumerate(plist):
+                t = self.param_type(em, p, arg, True) or TENSOR
+                v = graph.add_input(t, arg.arg)
+                em.scope.vars[arg.arg] = v
+                em.scope.declared[arg.arg] = t
+                d = p.defaults.get(arg.arg, NO_DEFAULT)
+                if d is NO_DEFAULT and i >= len(plist) - n_def:
+                    d = ast_default(a.defaults[i - (len(plist) - n_def)])
+                params.append((arg.arg, t, d))
+            em.return_type = self.return_type(em, p)
+            out = em.emit_body(list(p.fdef.body), p.fdef, p)
+            graph.register_output(out)
+        finally:
+            self.frames.pop()
+        finish_graph(graph)
+        return graph, MethodSig(params, em.return_type or out.type)
+
+    # -- attributes ------------------------------------------------------------------------
+    def module_attribute(self, em: FunctionEmitter, mv: ModuleVal, name: str, node: ast.AST) -> Binding:
+        """``self.name``: a parameter, buffer, submodule, constant or typed attribute, else
+        something the module's class defines."""
+        info = mv.info
+        sm = info.sm
+        if name in sm._parameters or name in sm._buffers:
+            t = sm._parameters.get(name, sm._buffers.get(name))
+            if t is None:
+                return em.b.constant(None)
+            return em.b.get_attr(mv.value, name, TENSOR)
+        if name in info.subs:
+            sub = info.subs[name]
+            return ModuleVal(em.b.get_attr(mv.value, name, sub.type), sub)
+        if name in info.constants:
+            return PyObj(info.constants[name])
+        if name == "training":
+            return em.b.get_attr(mv.value, "training", BoolType)
+        if name in info.attr_types:
+            return em.b.get_attr(mv.value, name, info.attr_types[name])
+        return self._class_attribute(em, mv, name, node)
+
+    def _class_attribute(self, em: FunctionEmitter, mv: ModuleVal, name: str, node: ast.AST) -> Binding:
+        """A method, property or constant of the module's class (or of an existing
+        ScriptModule: its graphs and Python methods)."""
+        info = mv.info
+        sm = info.sm
+        if info.module is not info.sm:
+            attr = inspect.getattr_static(type(info.module), name, None)
+            if isinstance(attr, types.FunctionType):
+                return Bound(mv, name)
+            if isinstance(attr, property) and attr.fget is not None:
+                return self.inline_function(em, attr.fget, [], {}, node, mv, type(info.module))
+            if attr is not None and is_constant(attr):
+                return PyObj(attr)
+        elif name in info.sm._kiln_graphs or name in info.sm.__dict__.get("_kiln_python_methods", {}):
+            return Bound(mv, name)
+        if name in sm._modules and sm._modules[name] is None:
+            return em.b.constant(None)
+        why = info.bad_attrs.get(name)
+        cls_name = type(info.module).__name__ if info.module is not info.sm else info.sm.original_name
+        raise self.error(node, f"module {cls_name} has no attribute {name!r}"
+                               + (f" that compiled code can use: {why}" if why else ""))
+
+    def module_attr_type(self, info: ModuleInfo, name: str, node: ast.AST) -> Type:
+        """The type an assignment to ``self.name`` must fit."""
+        if name in info.attr_types:
+            return info.attr_types[name]
+        if name in info.sm._parameters or name in info.sm._buffers:
+            return TENSOR
+        raise self.error(node, f"cannot assign to {name!r}: it is not an attribute of the module "
+                               "(attributes must be set in __init__)")
+
+    # -- containers ------------------------------------------------------------------------
+    def module_items(self, em: FunctionEmitter, mv: ModuleVal, node: ast.AST) -> list[Binding]:
+        """What ``for m in self.layers`` iterates over: the submodules (a ModuleDict's keys)."""
+        info = mv.info
+        mod = info.module
+        if not isinstance(mod, (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)) and \
+                info.module is not info.sm:
+            raise self.error(node, f"cannot iterate over module {type(mod).__name__}; only ModuleList, "
+                                   "Sequential and ModuleDict can be iterated")
+        items = self.module_items_raw(em, mv)
+        if isinstance(mod, torch.nn.ModuleDict):
+            return [em.b.constant(k) for k in info.subs]
+        return items
+
+    def module_items_raw(self, em: FunctionEmitter, mv: ModuleVal) -> list[Binding]:
+        return [ModuleVal(em.b.get_attr(mv.value, n, sub.type), sub) for n, sub in mv.info.subs.items()]
+
+    def module_keys(self, mv: ModuleVal) -> Optional[tuple[str, ...]]:
+        if isinstance(mv.info.module, torch.nn.ModuleDict):
+            return tuple(mv.info.subs)
+        return None
+
+    # -- calls -----------------------------------------------------------------------------
+    def call_module(self, em: FunctionEmitter, mv: ModuleVal, name: str, args: list[Binding],
+                    kwargs: dict[str, Binding], node: ast.AST) -> Binding:
+        """``self.sub.name(...)``: ``prim::CallMethod`` with the arguments converted to the
+        method's signature (an ``@ignore``d method: a Python call; ``@unused``: a raise)."""
+        info = mv.info
+        if isinstance(info.module, torch.nn.ModuleDict) and name in ("items", "keys", "values"):
+            return self._module_dict_view(em, mv, name)
+        fn = inspect.getattr_static(type(info.module), name, None) if info.module is not info.sm else \
+            info.sm.__dict__.get("_kiln_python_methods", {}).get(name)
+        mod = _modifier(fn) if fn is not None else None
+        if mod == "unused":
+            em.b.raise_exception(f"{name} was marked unused and cannot be called", "RuntimeError")
+            try:
+                rt = self._python_return_type(fn)
+            except ann.AnnotationError:
+                rt = TENSOR
+            return em.uninitialized(rt)
+        if mod == "ignore":
+            return self.python_call(em, mv, fn, args, kwargs, node)
+        sig = self.method_sig(info, name, node)
+        vals: list[Value] = []
+        for i, (pname, ptype, default) in enumerate(sig.params):
+            if i < len(args):
+                b = args[i]
+            elif pname in kwargs:
+                b = kwargs[pname]
+            elif default is not NO_DEFAULT:
+                b = PyObj(default)
+            else:
+                raise self.error(node, f"{name}() is missing the argument {pname!r}")
+            vals.append(em.convert(em.to_value(b, node), ptype, node, f"argument {pname!r} of {name}()"))
+        if len(args) > len(sig.params):
+            raise self.error(node, f"{name}() takes {len(sig.params)} argument(s), got {len(args)}")
+        return em.b.call_method(mv.value, name, vals, sig.returns)
+
+    def _module_dict_view(self, em: FunctionEmitter, mv: ModuleVal, name: str) -> Items:
+        """``items()``, ``keys()`` or ``values()`` of a ModuleDict, unrolled while compiling."""
+        subs = self.module_items_raw(em, mv)
+        keys = [em.b.constant(k) for k in mv.info.subs]
+        if name == "keys":
+            return Items(tuple(keys))
+        if name == "values":
+            return Items(tuple(subs))
+        return Items(tuple(Items((k, v)) for k, v in zip(keys, subs)))
+
+    def _python_return_type(self, fn: Any) -> Type:
+        """The return type a method left to Python declares (Tensor when it declares none)."""
+        ret = getattr(fn, "__annotations__", {}).get("return", torch.Tensor)
+        return ann.from_python(ret, self.class_type_for) if ret is not None else NoneType
+
+    def python_call(self, em: FunctionEmitter, mv: ModuleVal, fn: Any, args: list[Binding],
+                    kwargs: dict[str, Binding], node: ast.AST) -> Value:
+        """An ``@ignore``d method: left to Python, called at run time (it cannot be saved)."""
+        try:
+            rt = self._python_return_type(fn)
+        except ann.AnnotationError as e:
+            raise self.error(node, f"the return annotation of ignored {fn.__name__}: {e}") from None
+        if kwargs:
+            raise self.error(node, f"ignored {fn.__name__}() takes positional arguments only here")
+        # Kept on the ScriptModule, so that its code (`self.name(...)`) compiles back to this call.
+        mv.info.sm.__dict__.setdefault("_kiln_python_methods", {})[fn.__name__] = fn
+        vals = [em.to_value(a, node) for a in args]
+        return em.b.value("prim::kiln_python_call", [mv.value, *vals], rt, fn=fn)
+
+    def call_super(self, em: FunctionEmitter, sv: SuperVal, name: str, args: list[Binding],
+                   kwargs: dict[str, Binding], node: ast.AST) -> Binding:
+        """``super().name(...)``: the next definition in the MRO, inlined (``nn.Module``'s own
+        ``__init__`` is nothing)."""
+        base = sv.base
+        mro = type(base.info.module).__mro__ if isinstance(base, ModuleVal) else base.info.cls.__mro__
+        after = mro[mro.index(sv.cls) + 1:]
+        for klass in after:
+            fn = klass.__dict__.get(name)
+            if isinstance(fn, types.FunctionType):
+                if klass is torch.nn.Module or klass is object:
+                    break
+                return self.inline_function(em, fn, args, kwargs, node, base, klass)
+        if name == "__init__":
+            return em.b.constant(None)
+        raise self.error(node, f"super() has no method {name!r} that can be compiled")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+
+
+def finish_graph(graph: Graph) -> None:
+    """What every compiled graph gets before it is used: dead code (unused constants, the
+    scratch values of compile-time decisions) removed."""
+    from kiln.passes.dce import eliminate_dead_code
+    eliminate_dead_code(graph)
+
+
+def ast_default(node: ast.expr) -> Any:
+    """A default value written in source text, or NO_DEFAULT when it is not a literal."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return NO_DEFAULT
+
+
+def _hashable_const(v: Any) -> Any:
+    try:
+        hash(v)
+        return (type(v), v)
+    except TypeError:
+        return (type(v), id(v))
+
+
+def _attr_type(v: Any) -> Optional[Type]:
+    """The type of an unannotated attribute, from its value (None: it cannot be inferred)."""
+    if isinstance(v, torch.Tensor):
+        return TENSOR
+    if isinstance(v, (list, dict)) and not v:
+        return None
+    t = type_of_value(v)
+    if t == AnyType:
+        return None
+    return _plain(t)
+
+
+def _plain(t: Type) -> Type:
+    """``t`` with tensor refinements dropped (an attribute may hold any tensor later)."""
+    if isinstance(t, TensorType):
+        return TENSOR
+    if isinstance(t, ListType):
+        return ListType(_plain(t.elem))
+    if isinstance(t, TupleType):
+        return TupleType(tuple(_plain(e) for e in t.elems))
+    if isinstance(t, DictType):
+        return DictType(t.key, _plain(t.value))
+    if isinstance(t, OptionalType):
+        return OptionalType(_plain(t.elem))
+    return t
+
+
+def _modifier(fn: Any) -> Optional[str]:
+    """``"export"``, ``"ignore"`` or ``"unused"`` from Kiln's markers or ``torch.jit``'s."""
+    kiln_mod = getattr(fn, "_kiln_modifier", None)
+    if kiln_mod is not None:
+        return str(kiln_mod)
+    ts = getattr(fn, "_torchscript_modifier", None)
+    if ts is None:
+        return None
+    text = str(getattr(ts, "value", ts)).lower()
+    for kind in ("export", "ignore", "unused"):
+        if text.startswith(kind):
+            return kind
+    return None
+
+
+def _defines_forward(cls: type) -> bool:
+    fwd = getattr(cls, "forward", None)
+    return fwd is not None and getattr(fwd, "__name__", "") != "_forward_unimplemented"
+
+
+__all__ = ["MethodSig", "ModuleCompiler", "ModuleInfo", "NO_DEFAULT", "ast_default", "finish_graph"]

@@ -713,8 +713,15 @@ def _python_call_form(p: _CodePrinter, node: Node) -> _Expr:
     return _Expr(f"({recv}).{name}(" + ", ".join(args) + ")")
 
 
+def _tolist_form(p: _CodePrinter, node: Node) -> _Expr:
+    """``annotate(List[float], x.tolist())``: the result type is not the operator's to say."""
+    recv = _paren(p.use(node.inputs[0]), _ATOM)
+    return _Expr(f"annotate({node.outputs[0].type.annotation()}, {recv}.tolist())")
+
+
 # Forms of the operators script-compiled code uses for objects, enums and isinstance.
 _EXPR_FORMS.update({
+    "aten::tolist": _tolist_form,
     "prim::kiln_python_call": _python_call_form,
     "prim::isinstance": _isinstance_form,
     "prim::CreateObject": _create_object_form,

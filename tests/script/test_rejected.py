@@ -204,8 +204,6 @@ def test_compile_type_error() -> None:
     assert re.fullmatch(r"\s*\^+", lines[i + 1]), message
 
 
-@pytest.mark.xfail(strict=True, reason="kiln.compile cannot call another function of the same source: "
-                   "'SourceFunction(...) cannot be called from compiled code' at the call")
 def test_compile_error_in_called_function() -> None:
     lineno, _ = _marked_line(ERROR_IN_CALLEE)
     call_line, _ = _marked_line(ERROR_IN_CALLEE, "# call")

@@ -47,6 +47,7 @@ from kiln.frontend.script.env import (
     ObjectVal,
     PyObj,
     Scope,
+    SourceFunction,
     SuperVal,
 )
 from kiln.ir.graph import Value
@@ -206,7 +207,11 @@ class CallMixin(EmitterBase):
         name = getattr(obj, "__name__", None)
         if obj in (torch.jit.annotate,) or getattr(obj, "_kiln_annotate", False):
             t = self.annotation(node.args[0])
-            return self.value(node.args[1], expected=t)
+            saved, self.expected_type = self.expected_type, t
+            try:
+                return self.value(node.args[1], expected=t)
+            finally:
+                self.expected_type = saved
         if obj is isinstance:
             c, _, _ = self.isinstance_check(node)
             return c
@@ -279,6 +284,8 @@ class CallMixin(EmitterBase):
                                   "in compiled code")
         if isinstance(obj, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)) or _is_torch_builtin(obj):
             return self.call_torch(obj, args, kwargs, node)
+        if isinstance(obj, SourceFunction):   # another function of the same kiln.compile source
+            return self.comp.inline_function(self.emitter, obj, args, kwargs, node)
         if isinstance(obj, types.FunctionType):
             if _is_torch_python(obj):
                 return self.call_torch_python(obj, args, kwargs, node)

@@ -40,6 +40,7 @@ from kiln.frontend.script.env import (
     ModuleVal,
     ObjectVal,
     PyObj,
+    SourceFunction,
     is_constant,
 )
 from kiln.frontend.script.modules import (
@@ -71,7 +72,6 @@ from kiln.ir.types import (
 )
 
 if TYPE_CHECKING:
-    from kiln.frontend.script.api import CompilationUnit
     from kiln.frontend.script.emitter import FunctionEmitter
 
 _MAX_DEPTH = 64
@@ -96,16 +96,6 @@ class TorchNamespace:
             raise AttributeError(name)
         path = f"{self._path}.{name}"
         return self._known.get(path) or TorchNamespace(path, self._known)
-
-
-@dataclass(eq=False)
-class SourceFunction:
-    """A function given as source text (``kiln.compile``): no Python object behind it."""
-
-    name: str
-    source: Source
-    fdef: ast.FunctionDef
-    unit: CompilationUnit
 
 
 @dataclass(eq=False)

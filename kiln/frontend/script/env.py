@@ -31,10 +31,12 @@ from kiln.ir.graph import Value
 from kiln.ir.types import Type
 
 if TYPE_CHECKING:
+    from kiln.frontend.script.api import CompilationUnit
     from kiln.frontend.script.builtins import RangeVal, ZipVal
     from kiln.frontend.script.compiler import ClassInfo
     from kiln.frontend.script.emitter import FunctionEmitter
     from kiln.frontend.script.modules import ModuleInfo
+    from kiln.frontend.script.source import Source
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +79,16 @@ class LambdaVal:
 class SuperVal:
     base: Union[ModuleVal, ObjectVal]
     cls: type           # super() of this class: look methods up after it in the MRO
+
+
+@dataclass(eq=False)
+class SourceFunction:
+    """A function given as source text (``kiln.compile``): no Python object behind it."""
+
+    name: str
+    source: Source
+    fdef: ast.FunctionDef
+    unit: CompilationUnit
 
 
 @dataclass(frozen=True, eq=False)

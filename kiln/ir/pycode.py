@@ -238,7 +238,9 @@ def _has_hint(v: Value) -> bool:
 def _hint_base(v: Value) -> Optional[str]:
     if not _has_hint(v):
         return None
-    base = _NOT_IDENT.sub("_", _SUFFIX.sub("", str(v.name)))
+    # the script frontend's own variables (``__kiln_result`` ...) print without the prefix, so
+    # that the code compiled again cannot collide with the names its lowering introduces
+    base = _NOT_IDENT.sub("_", _SUFFIX.sub("", str(v.name))).removeprefix("__kiln_")
     return base if base and not base[0].isdigit() else "_" + base
 
 

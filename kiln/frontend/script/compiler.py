@@ -51,6 +51,7 @@ from kiln.frontend.script.modules import (
     ast_default,
     finish_graph,
 )
+from kiln.frontend.script.overloads import Overloads
 from kiln.frontend.script.source import Frame, Source, error, function_source, set_location
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, Value
@@ -137,6 +138,15 @@ class Compiler(ModuleCompiler):
         return error(self.frames, node, cause)
 
     # -- functions -----------------------------------------------------------------------
+    def overload_function(self, ov: Overloads, index: int, impl: Any) -> Any:
+        """A key under which :meth:`parse_function` finds overload ``index`` of ``ov``."""
+        key = (ov.owner, ov.functions[index].name, index)
+        if key not in self.parsed:
+            fdef = ov.functions[index]
+            self.parsed[key] = ParsedFunction(f"{ov.owner.__qualname__}.{fdef.name}", ov.source, fdef,
+                                              getattr(impl, "__globals__", {}), {}, {}, {})
+        return key
+
     def parse_function(self, fn: Any) -> ParsedFunction:
         cached = self.parsed.get(fn) or _PARSED.get(fn)
         if cached is not None:

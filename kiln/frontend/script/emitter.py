@@ -83,6 +83,8 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
             lowered = exits.lower_exits(copy.deepcopy(body), where)
             if parsed is not None:
                 parsed.lowered = lowered
+        if self.return_type is not None:    # every `return` converts to the declared type
+            self.scope.declared[exits.RESULT] = self.return_type
         ex = self.emit_stmts(lowered)
         if ex.kind == "raise" or ex.value is None:
             return self.uninitialized(self.return_type or NoneType)

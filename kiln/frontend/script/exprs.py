@@ -513,6 +513,12 @@ class ExprMixin(EmitterBase):
             if all(a is b for a, b in zip(conv, parts)) and accepts(t, v.type):
                 return v
             return self.b.tuple(conv)
+        if isinstance(t, ListType) and isinstance(v.type, TupleType) and v.type.elems:
+            # TorchScript's implicit conversion: a tuple whose elements fit is a list
+            parts = list(v.node.inputs) if v.node.kind == "prim::TupleConstruct" else \
+                self.b.unpack(v, list(v.type.elems))
+            conv = [self.convert(p, t.elem, where, what) for p in parts]
+            return self.b.list(conv, t.elem)
         if v.type == NumberType and t in (FloatType, IntType, BoolType):
             op = {FloatType: "aten::Float.Scalar", IntType: "aten::Int.Scalar",
                   BoolType: "aten::Bool.Scalar"}[t]

@@ -29,6 +29,7 @@ import torch
 from kiln.errors import CompileError
 from kiln.frontend.script import annotations as ann
 from kiln.frontend.script.env import Binding, Bound, Items, ModuleVal, PyObj, SuperVal, is_constant
+from kiln.frontend.script.overloads import Overloads, method_overloads, overload_name
 from kiln.frontend.script.source import Frame
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, Value
@@ -44,6 +45,7 @@ from kiln.ir.types import (
     TensorType,
     TupleType,
     Type,
+    accepts,
     type_of_value,
 )
 
@@ -106,6 +108,8 @@ class ModuleCompiler:
                             self_class: Optional[type] = None) -> Binding: ...
 
         def class_type_for(self, cls: type) -> Optional[Type]: ...
+
+        def overload_function(self, ov: Overloads, index: int, impl: Any) -> Any: ...
 
     # -- the module tree -------------------------------------------------------------------
     def script_module(self, module: torch.nn.Module) -> ScriptModule:
@@ -202,9 +206,7 @@ class ModuleCompiler:
             return self._graph_sig(info, name, node)
         if name in info.compiling:
             raise self.error(node, f"method {name!r} calls itself; recursion is not supported")
-        fn = inspect.getattr_static(type(info.module), name, None)
-        if not isinstance(fn, types.FunctionType):
-            raise self.error(node, f"{type(info.module).__name__} has no method {name!r}")
+        fn = self._method_function(info, name, node)
         shared = self.method_cache.setdefault(self.type_key(info), {})
         hit = shared.get(name)
         if hit is not None:
@@ -222,6 +224,44 @@ class ModuleCompiler:
         info.sigs[name] = sig
         info.sm._kiln_define_method(name, graph)
         return sig
+
+    def _method_function(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> Any:
+        """What :meth:`parse_function` takes for method ``name``: the function, or for an
+        overloaded method the key of an overload (``name`` itself stands for the first)."""
+        cls = type(info.module)
+        fn = inspect.getattr_static(cls, name, None)
+        base, _, index = name.rpartition("__")
+        if fn is None and base and index.isdigit():
+            ov, impl = method_overloads(cls, base), inspect.getattr_static(cls, base, None)
+            if ov is not None and int(index) < len(ov.functions):
+                return self.overload_function(ov, int(index), impl)
+        if not isinstance(fn, types.FunctionType):
+            raise self.error(node, f"{cls.__name__} has no method {name!r}")
+        ov = method_overloads(cls, name)
+        return fn if ov is None else self.overload_function(ov, 0, fn)
+
+    def pick_overload(self, em: FunctionEmitter, info: ModuleInfo, name: str, args: list[Binding],
+                      kwargs: dict[str, Binding], node: ast.AST) -> str:
+        """The overload of method ``name`` a call with these arguments runs (``name`` when the
+        method has none): the first whose parameters accept the arguments' types."""
+        if info.module is info.sm:
+            return name
+        ov = method_overloads(type(info.module), name)
+        if ov is None:
+            return name
+        found = [em.to_value(b, node).type for b in args]
+        tried = []
+        for i in range(len(ov.functions)):
+            candidate = name if i == 0 else overload_name(name, i)
+            params = self.method_sig(info, candidate, node).params
+            names = {p[0] for p in params}
+            if len(found) <= len(params) and all(accepts(t, a) for a, (_, t, _) in zip(found, params)) \
+                    and all(k in names for k in kwargs):
+                return candidate
+            tried.append("(" + ", ".join(t.annotation() for _, t, _ in params) + ")")
+        raise self.error(node, f"no overload of {type(info.module).__name__}.{name} takes arguments of "
+                               f"types ({', '.join(t.annotation() for t in found)}); its overloads take "
+                               + " or ".join(tried))
 
     def type_key(self, info: ModuleInfo) -> tuple[Any, ...]:
         """What a method's graph depends on besides the class: two instances with the same key
@@ -378,6 +418,7 @@ class ModuleCompiler:
             return em.uninitialized(rt)
         if mod == "ignore":
             return self.python_call(em, mv, fn, args, kwargs, node)
+        name = self.pick_overload(em, info, name, args, kwargs, node)
         sig = self.method_sig(info, name, node)
         vals: list[Value] = []
         for i, (pname, ptype, default) in enumerate(sig.params):

@@ -490,8 +490,6 @@ CASES = [
     Case(batchnorm_training_updates_stats, [(_x(4, 3),), (_x(6, 3) * 3 + 1,)], kind="module"),
     Case(conv_bn_eval, [(_x(1, 2, 4, 4),), (_x(3, 2, 4, 4),)], kind="module"),
     Case(embedding_layernorm, [(torch.tensor([[1, 2, 3], [4, 5, 9]]),), (torch.tensor([[0]]),)], kind="module"),
-    Case(lstm_gru, [(_x(2, 3, 4),), (_x(1, 5, 4),)], kind="module",
-         kiln_gap="nn.LSTM/nn.GRU's forward relies on TorchScript's method overloads (_overload_method), which Kiln does not read yet"),
-    Case(multihead_attention_eval, [(_x(2, 3, 8),), (_x(1, 4, 8),)], kind="module",
-         kiln_gap="nn.MultiheadAttention's forward (fast-path checks, nested tensors) does not compile yet"),
+    Case(lstm_gru, [(_x(2, 3, 4),), (_x(1, 5, 4),)], kind="module"),
+    Case(multihead_attention_eval, [(_x(2, 3, 8),), (_x(1, 4, 8),)], kind="module"),
 ]

@@ -292,7 +292,11 @@ class CallMixin(EmitterBase):
             return self.comp.inline_function(self.emitter, obj, args, kwargs, node)
         if isinstance(obj, types.MethodType) and isinstance(obj.__self__, torch.nn.Module):
             raise self.fail(node, "bound methods of other modules cannot be called here")
-        raise self.fail(node, f"{_name_of(obj)} cannot be called from compiled code")
+        hint = ""
+        owner = getattr(obj, "__self__", None)
+        if "random" in (getattr(obj, "__module__", None), type(owner).__module__):
+            hint = "; Python's random module is not supported: use torch.rand / torch.randint / torch.randn"
+        raise self.fail(node, f"{_name_of(obj)} cannot be called from compiled code{hint}")
 
     def call_torch(self, fn: Any, args: list[Binding], kwargs: dict[str, Binding],
                    node: ast.AST) -> Value:
@@ -600,10 +604,15 @@ def _is_python_builtin(obj: Any) -> bool:
 
 
 def _is_torch_builtin(obj: Any) -> bool:
+    """A C function of torch's (``torch.add``, ``torch._C._nn.linear``, a Tensor method)."""
+    if not callable(obj) or type(obj).__name__ not in ("builtin_function_or_method", "method_descriptor",
+                                                        "wrapper_descriptor"):
+        return False
+    owner = getattr(obj, "__self__", None)
+    owner_mod = owner.__name__ if isinstance(owner, types.ModuleType) else \
+        getattr(owner, "__module__", None) or type(owner).__module__
     mod = getattr(obj, "__module__", None) or ""
-    return callable(obj) and type(obj).__name__ in ("builtin_function_or_method", "method_descriptor",
-                                                     "wrapper_descriptor") and \
-        (mod.startswith("torch") or getattr(obj, "__self__", None) is not None)
+    return mod.startswith("torch") or (owner is not None and str(owner_mod).startswith("torch"))
 
 
 def _is_torch_python(fn: types.FunctionType) -> bool:

@@ -65,6 +65,7 @@ class Exit:
 
     kind: str                      # "fall" | "return" | "raise"
     value: Optional[Value] = None
+    where: Optional[ast.AST] = None    # the `return` statement, for errors
 
 
 FALL = Exit("fall")
@@ -134,11 +135,11 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
 
     def stmt_Return(self, s: ast.Return) -> Exit:
         if s.value is None:
-            return Exit("return", self.b.constant(None))
+            return Exit("return", self.b.constant(None), s)
         v = self.value(s.value)
         if self.return_type is not None:
             v = self.convert(v, self.return_type, s.value, "the return value")
-        return Exit("return", v)
+        return Exit("return", v, s)
 
     def stmt_Raise(self, s: ast.Raise) -> Exit:
         cls, msg = self.exception_parts(s.exc, s)
@@ -390,14 +391,16 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         return v
 
     def _merge_returns(self, node: Node, ea: Exit, eb: Exit, ba: Block, bb: Block) -> Value:
-        vals = [e.value for e in (ea, eb) if e.kind == "return" and e.value is not None]
+        exits = [e for e in (ea, eb) if e.kind == "return" and e.value is not None]
+        vals = [e.value for e in exits if e.value is not None]
         t: Optional[Type] = vals[0].type
         for v in vals[1:]:
             t = self._join_types(vals[0], v, self.return_type) if t is not None else None
         if t is None:
-            raise self.fail(None, f"the function returns {vals[0].type.annotation()} on one path and "
-                                  f"{vals[1].type.annotation()} on another; annotate its return type "
-                                  "with a type both fit (e.g. Optional[...])")
+            raise self.fail(exits[-1].where,
+                            f"the function returns {vals[0].type.annotation()} on one path and "
+                            f"{vals[1].type.annotation()} on another; annotate its return type "
+                            "with a type both fit (e.g. Optional[...])")
         for e, b in ((ea, ba), (eb, bb)):
             with self.b.at_end(b):
                 v = e.value if e.kind == "return" and e.value is not None else self.uninitialized(t)

@@ -181,11 +181,15 @@ class ModuleCompiler:
 
     # -- methods ---------------------------------------------------------------------------
     def compile_entry_methods(self, info: ModuleInfo) -> None:
+        """``forward`` and exported methods, the module's own before its submodules' (so that
+        an error in a submodule called from here shows the call that led to it)."""
+        if info.module is not info.sm:
+            self._compile_own_entries(info)
         for sub in info.subs.values():
             if sub.module is not sub.sm:
                 self.compile_entry_methods(sub)
-        if info.module is info.sm:
-            return
+
+    def _compile_own_entries(self, info: ModuleInfo) -> None:
         cls = type(info.module)
         names = []
         if _defines_forward(cls) and _modifier(cls.forward) not in ("ignore", "unused"):
@@ -217,7 +221,7 @@ class ModuleCompiler:
             return hit[1]
         info.compiling.add(name)
         try:
-            graph, sig = self.compile_method(info, fn, name)
+            graph, sig = self.compile_method(info, fn, name, node)
         finally:
             info.compiling.discard(name)
         shared[name] = (graph, sig)
@@ -288,14 +292,16 @@ class ModuleCompiler:
         info.sigs[name] = sig
         return sig
 
-    def compile_method(self, info: ModuleInfo, fn: Any, name: str) -> tuple[Graph, MethodSig]:
-        """Method ``name`` of the module as a graph whose input 0 is ``self``."""
+    def compile_method(self, info: ModuleInfo, fn: Any, name: str,
+                       call_site: Optional[ast.AST] = None) -> tuple[Graph, MethodSig]:
+        """Method ``name`` of the module as a graph whose input 0 is ``self`` (compiled on
+        demand from ``call_site``, in the function being compiled, when there is one)."""
         p = self.parse_function(fn)
         graph = Graph()
         b = Builder(graph)
         owner = next((c for c in type(info.module).__mro__ if name in c.__dict__), type(info.module))
         em = self.new_emitter(b, p, owner)
-        self.frames.append(Frame(p.name, p.source))
+        self.frames.append(Frame(p.name, p.source, call_site if self.frames else None))
         try:
             me = graph.add_input(info.type, "self")
             em.scope.vars["self"] = ModuleVal(me, info)

@@ -78,7 +78,10 @@ def function_source(fn: Callable[..., Any]) -> tuple[Source, ast.FunctionDef]:
     src = Source(text, filename, first - 1, removed)
     tree = ast.parse(text)
     fdef = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
-    if fdef is None or isinstance(fdef, ast.AsyncFunctionDef):
+    if isinstance(fdef, ast.AsyncFunctionDef):
+        raise error([Frame(fdef.name, src)], fdef, "async functions are not supported in compiled code: "
+                                                   "write a plain function (kiln.fork runs a call as a task)")
+    if fdef is None:
         raise CompileError(f"cannot script {fn!r}: expected a function definition in its source",
                            cause="not a function", filename=filename, lineno=first)
     return src, fdef

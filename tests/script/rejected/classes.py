@@ -111,8 +111,7 @@ REJECTED = [
     Rejected(class_method_body_error, cause="List[int] has no method 'append' taking (Tensor)",
              where=BadMethod, caller=class_method_body_error),
     Rejected(namedtuple_missing_field, cause="Pair() is missing the field 'right'"),
-    Rejected(namedtuple_unknown_field, cause="no attribute 'middle'",
-             xfail="says 'a method cannot be used as a value here' for a field the NamedTuple does not have"),
+    Rejected(namedtuple_unknown_field, cause="Pair has no field 'middle'; its fields are left, right"),
     Rejected(enum_called, cause="enum members are accessed as attributes"),
     Rejected(enum_unknown_member, cause="has no attribute 'BLUE'"),
 ]

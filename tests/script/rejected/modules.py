@@ -157,9 +157,7 @@ REJECTED = [
              xfail="accepted: the attribute is typed Dict(int, Any) and aten::mul takes the Any for its "
                    "Tensor argument; the call then fails with a TypeError"),
     Rejected(ForwardWithVarargs, cause="module methods cannot take *args"),
-    Rejected(ErrorInHelperMethod, cause="unsupported operand types for", caller=ErrorInHelperMethod.forward,
-             xfail="the chain of calls gives the `def forward` line, not the line of the self.combine call"),
+    Rejected(ErrorInHelperMethod, cause="unsupported operand types for", caller=ErrorInHelperMethod.forward),
     Rejected(ErrorInSubmodule, cause="no overload of aten::reshape accepts (Tensor, str)", where=Child,
-             caller=ErrorInSubmodule.forward,
-             xfail="the message shows only Child.forward, not that ErrorInSubmodule.forward calls it"),
+             caller=ErrorInSubmodule.forward),
 ]

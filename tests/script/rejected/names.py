@@ -95,9 +95,7 @@ REJECTED = [
     Rejected(used_before_assignment, cause="undefined name 'y'"),
     Rejected(used_after_del, cause="'y' was deleted"),
     Rejected(missing_module_attribute, cause="has no attribute 'tau_squared'"),
-    Rejected(python_builtin_open, cause="cannot be called",
-             xfail="says 'unknown operator aten::open': unsupported Python builtins are looked up as ATen ops"),
-    Rejected(python_random_module, cause="cannot be called",
-             xfail="lists the overloads of the Tensor op aten::random for Python's random.random()"),
+    Rejected(python_builtin_open, cause="the Python builtin open() is not supported"),
+    Rejected(python_random_module, cause="Python's random module is not supported"),
     Rejected(unscriptable_global, cause="cannot subscript the Python value"),
 ]

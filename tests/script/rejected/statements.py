@@ -125,9 +125,7 @@ REJECTED = [
     Rejected(match_statement, cause="match statements are not supported"),
     Rejected(bare_raise, cause="a bare `raise` (re-raise) is not supported"),
     Rejected(try_except, cause="try/except is not supported"),
-    Rejected(async_function, cause="async functions are not supported",
-             xfail="says only 'expected a function definition in its source' (cause 'not a function'), "
-                   "without the file/line header, the source line or a caret"),
+    Rejected(async_function, cause="async functions are not supported"),
     Rejected(generator, cause="Yield expressions are not supported"),
     Rejected(with_python_context_manager, cause="only `with torch.no_grad():`",
              xfail="compiles contextlib.suppress.__init__ as a script class and reports an error inside "

@@ -94,8 +94,7 @@ REJECTED = [
     Rejected(optional_refined_in_other_branch, cause="the return value is expected to be Tensor"),
     Rejected(return_type_mismatch, cause="the return value is expected to be str, but it is int"),
     Rejected(variable_changes_type_in_branch, cause="variable 'y' previously had type int"),
-    Rejected(branches_return_different_types, cause="returns int on one path and str",
-             xfail="points at the `def` line, without the source line or a caret, not at the return"),
+    Rejected(branches_return_different_types, cause="returns int on one path and str"),
     Rejected(conditional_expression_types, cause="the two sides of the conditional expression have types int and str"),
     Rejected(add_int_and_str, cause="unsupported operand types for +: int and str"),
     Rejected(compare_str_and_int, cause="cannot compare str and int with <"),
@@ -103,6 +102,5 @@ REJECTED = [
     Rejected(dict_value_wrong_type, cause="a dict value is expected to be int, but it is Tensor"),
     Rejected(unsupported_annotation, cause="unsupported type annotation"),
     Rejected(optional_hint_names_the_variable, cause="refine it first with `if mask is not None:`"),
-    Rejected(misspelled_tensor_attribute, cause="no attribute 'shapee'",
-             xfail="says 'a method cannot be used as a value here' for a Tensor attribute that does not exist"),
+    Rejected(misspelled_tensor_attribute, cause="Tensor has no attribute or method 'shapee'"),
 ]

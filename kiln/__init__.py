@@ -28,6 +28,7 @@ _LAZY = {
     "trace": "kiln.frontend.trace",
     "trace_module": "kiln.frontend.trace",
     "freeze": "kiln.passes.freeze",
+    "optimize_for_inference": "kiln.passes.optimize",
     "script": "kiln.frontend.script",
     "compile": "kiln.frontend.script",
     "CompilationUnit": "kiln.frontend.script",

@@ -99,7 +99,13 @@ def freeze(mod: ScriptModule, preserved_attrs: Optional[Sequence[str]] = None,
     _copy_members(mod, frozen, sorted(live - {"training"}))
     for name, graph in graphs.items():
         frozen._kiln_define_method(name, graph)
+    frozen.__dict__["_kiln_frozen"] = True     # (past nn.Module.__setattr__) see is_frozen
     return frozen
+
+
+def is_frozen(mod: Any) -> bool:
+    """Whether ``mod`` is the result of :func:`freeze`."""
+    return bool(getattr(mod, "__dict__", {}).get("_kiln_frozen", False))
 
 
 def _check_freezable(mod: Any) -> None:

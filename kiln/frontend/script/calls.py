@@ -50,6 +50,7 @@ from kiln.frontend.script.env import (
     SourceFunction,
     SuperVal,
 )
+from kiln.frontend.script.exits import WITH_ENTER
 from kiln.ir.graph import Value
 from kiln.ir.types import (
     TENSOR,
@@ -202,6 +203,17 @@ class CallMixin(EmitterBase):
             return self.call_lambda(callee, args, kwargs, node)
         raise self.fail(node, "this value is not callable")
 
+    def check_context_manager(self, expr: ast.expr) -> None:
+        """``with C(...):`` where ``C`` is a Python class other than torch's grad modes: refuse
+        it before the call would compile the class's ``__init__``."""
+        if not isinstance(expr, ast.Call):
+            return
+        func = self.expr(expr.func)
+        if isinstance(func, PyObj) and isinstance(func.obj, type) and \
+                func.obj not in (torch.no_grad, torch.enable_grad):
+            raise self.fail(expr, f"{_name_of(func.obj)} is not supported as a context manager: only "
+                                  "`with torch.no_grad():` and `with torch.enable_grad():` are supported")
+
     def special_call(self, obj: Any, node: ast.Call) -> Optional[Binding]:
         """Calls whose arguments are types or are not evaluated normally."""
         name = getattr(obj, "__name__", None)
@@ -215,6 +227,8 @@ class CallMixin(EmitterBase):
         if obj is isinstance:
             c, _, _ = self.isinstance_check(node)
             return c
+        if obj == WITH_ENTER:
+            self.check_context_manager(node.args[0])
         if obj is builtins.hasattr:
             return self.hasattr_call(node)
         if obj is builtins.getattr:

@@ -127,8 +127,6 @@ REJECTED = [
     Rejected(try_except, cause="try/except is not supported"),
     Rejected(async_function, cause="async functions are not supported"),
     Rejected(generator, cause="Yield expressions are not supported"),
-    Rejected(with_python_context_manager, cause="only `with torch.no_grad():`",
-             xfail="compiles contextlib.suppress.__init__ as a script class and reports an error inside "
-                   "contextlib.py"),
+    Rejected(with_python_context_manager, cause="contextlib.suppress is not supported as a context manager"),
     Rejected(bytes_literal, cause="bytes literals are not supported"),
 ]

@@ -42,6 +42,8 @@ _LAZY = {
     "is_scripting": "kiln.frontend.script",
     "ScriptModule": "kiln.runtime.module",
     "ScriptFunction": "kiln.runtime.module",
+    "optimized_execution": "kiln.runtime.executor",
+    "set_profiling": "kiln.runtime.executor",
     "Graph": "kiln.ir.graph",
     "parse_graph": "kiln.ir.parser",
     "verify": "kiln.ir.verify",

@@ -117,9 +117,9 @@ def _every_graph_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     define = module.ScriptModule._kiln_define_method
     init = module.ScriptFunction.__init__
 
-    def checked_define(self: module.ScriptModule, name: str, graph: object) -> None:
+    def checked_define(self: module.ScriptModule, name: str, graph: object, *rest: object) -> None:
         check_graph(graph)
-        define(self, name, graph)  # type: ignore[arg-type]
+        define(self, name, graph, *rest)  # type: ignore[arg-type]
 
     def checked_init(self: module.ScriptFunction, name: str, graph: object, *rest: object) -> None:
         check_graph(graph)

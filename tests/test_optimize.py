@@ -112,3 +112,34 @@ def test_matches_torchscript() -> None:
     opt = kiln.optimize_for_inference(kiln.trace(m, (x,)))
     with torch.no_grad():
         torch.testing.assert_close(opt(x), want)
+
+
+def mul_add_relu_matmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.relu(a * b + c) @ w
+
+
+@pytest.mark.parametrize("capture", ["trace", "script"])
+def test_fusion_seed_graph_for(capture: str) -> None:
+    """The pointwise chain becomes one fusion group behind its type check, with the unfused
+    ops as the fallback; the matmul stays outside the group."""
+    from kiln.backends.toolchain import find_compiler
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler: the unfused graph runs")
+    torch.manual_seed(0)
+    xs = tuple(torch.randn(4, 4) for _ in range(4))
+    f = kiln.trace(mul_add_relu_matmul, xs) if capture == "trace" else kiln.script(mul_add_relu_matmul)
+    with torch.no_grad():
+        g = f.graph_for(*xs)
+        top = [n.kind for n in g.nodes if n.kind != "prim::Constant"]
+        assert top == ["prim::TypeCheck", "prim::If", "aten::matmul"], g
+        branch = next(n for n in g.nodes if n.kind == "prim::If")
+        fused, fallback = ([n.kind for n in b.nodes if n.kind != "prim::Constant"] for b in branch.blocks)
+        assert fused == ["prim::FusionGroup"], g
+        assert fallback == ["aten::mul", "aten::add", "aten::relu"], g
+        group = next(n for n in branch.blocks[0].nodes if n.kind == "prim::FusionGroup")
+        assert [n.kind for n in group.attrs["Subgraph"].nodes if n.kind != "prim::Constant"] == \
+            ["aten::mul", "aten::add", "aten::relu"]
+        assert "with prim::FusionGroup_0 = graph(" in str(g)
+        for shape in [(4, 4), (4, 4), (3, 4)]:     # the same types, then a fallback shape
+            args = tuple(torch.randn(shape) for _ in range(3)) + (torch.randn(4, 2),)
+            torch.testing.assert_close(f(*args), mul_add_relu_matmul(*args))

@@ -117,7 +117,7 @@ def _samples(graph: Graph) -> Optional[list[list[Any]]]:
         t = v.type
         if isinstance(t, TensorType):
             shape = t.shape if t.shape is not None and all(d is not None for d in t.shape) else (2, 3)
-            choices.append([torch.randn(*shape).to(t.dtype or torch.float32)])
+            choices.append([torch.randn(tuple(shape)).to(t.dtype or torch.float32)])
         elif t == BoolType:
             choices.append([True, False])
         elif t == IntType:

@@ -22,6 +22,17 @@ import torch
 from kiln.errors import IRError
 from kiln.ir.types import Type
 
+# Kinds whose body is a whole graph held in the node's ``Subgraph`` attribute (TorchScript's
+# fusion groups).  They print as ``prim::FusionGroup_0(...)`` with the subgraph after the graph.
+SUBGRAPH_KINDS = frozenset({"prim::FusionGroup"})
+SUBGRAPH_ATTR = "Subgraph"
+
+
+def subgraph_of(node: Node) -> Optional[Graph]:
+    """The graph a subgraph-kind node runs, or None for other nodes."""
+    sub = node.attrs.get(SUBGRAPH_ATTR) if node.kind in SUBGRAPH_KINDS else None
+    return sub if isinstance(sub, Graph) else None
+
 
 @dataclass(frozen=True)
 class SourceRange:
@@ -285,8 +296,10 @@ def walk(block: Block) -> Iterator[Node]:
 
 def clone_node(src: Node, graph: Graph, env: dict[Value, Value]) -> Node:
     """A copy of ``src`` (with nested blocks) in ``graph``; inputs are looked up in ``env``,
-    and ``env`` learns the new outputs.  The copy is not linked into a block."""
-    n = graph.create(src.kind, [env[v] for v in src.inputs], attrs=src.attrs)
+    and ``env`` learns the new outputs.  The copy is not linked into a block.  A subgraph held
+    in an attribute (a fusion group's) is copied too."""
+    attrs = {k: v.copy() if isinstance(v, Graph) else v for k, v in src.attrs.items()}
+    n = graph.create(src.kind, [env[v] for v in src.inputs], attrs=attrs)
     n.op, n.source, n.scope = src.op, src.source, src.scope
     for v in src.outputs:
         env[v] = n.add_output(v.type, v.name)

@@ -96,6 +96,10 @@ class OpInfo:
     nondeterministic: bool = False
     binding_name: str = ""                        # how generated code refers to ``impl``
     emit: Optional[Callable[..., str]] = None     # custom Python emission (prims)
+    # Custom Python emission that needs closure cells: ``lower(node, args, bind)`` returns the
+    # expression, and ``bind(obj, hint)`` gives the name of a cell holding ``obj`` (a dtype
+    # for a type check, a compiled kernel for a fusion group).
+    lower: Optional[Callable[..., str]] = None
 
     @property
     def pure(self) -> bool:

@@ -15,6 +15,10 @@ Besides building nodes it does three jobs:
   position (``1`` at a ``bool`` is ``True``, ``"cpu"`` at a ``Device`` a ``torch.device``,
   ``{1.5}`` at a ``Float(...)`` a float tensor), mirroring :func:`kiln.ir.printer.format_literal`.
 
+A fusion group is written ``prim::FusionGroup_N(...)``; its subgraph follows the graph in a
+``with prim::FusionGroup_N = graph(...)`` section and becomes the node's ``Subgraph`` attribute.
+A ``prim::TypeCheck``'s ``types=[...]`` attribute is read as a list of IR types.
+
 Every error is an :class:`~kiln.errors.IRParseError` whose message starts ``line L, col C:``.
 """
 
@@ -31,7 +35,7 @@ import torch
 
 from kiln.errors import IRParseError
 from kiln.ir import prims  # registers Kiln's own operators before any lookup
-from kiln.ir.graph import Block, Graph, Node, SourceRange, Value
+from kiln.ir.graph import SUBGRAPH_ATTR, SUBGRAPH_KINDS, Block, Graph, Node, SourceRange, Value
 from kiln.ir.ops import OpInfo, Schema, registry
 from kiln.ir.printer import Opaque
 from kiln.ir.types import (
@@ -58,6 +62,8 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _OPAQUE = re.compile(r"<([A-Za-z0-9_.]+)>")
 _OCTAL = re.compile(r"[0-7]{1,3}")
 _SOURCE = re.compile(r"(.*):(-?\d+):(-?\d+)")
+_NUMBERED = re.compile(r"(.+)_(\d+)")          # prim::FusionGroup_0
+_TYPE_ATTRS = frozenset({("prim::TypeCheck", "types")})   # (kind, attribute) holding a list of IR types
 # TorchScript prints small tensors through ATen's pretty-printer, newlines turned to spaces:
 # `` 1  2  3 [ CPUFloatType{3} ]``.  That loses precision, so it becomes an Opaque tensor.
 _TORCH_TENSOR_DUMP = re.compile(r"[^\[\]\n\",=]*\[ [A-Za-z0-9]+Type\{[0-9,]*\} \]")
@@ -183,6 +189,7 @@ class _Parser:
         self.graph = Graph()
         self.scopes: list[dict[str, Value]] = []
         self.defined: set[str] = set()
+        self.pending: dict[str, Node] = {}   # ``prim::FusionGroup_N`` -> its node, until its section
 
     # -- positions and errors ---------------------------------------------------------------
     def error(self, message: str, at: Optional[int] = None) -> IRParseError:
@@ -386,7 +393,7 @@ class _Parser:
             return
         raise self.error("bad escape in string literal", at)
 
-    def attrs(self, declared: Optional[Type]) -> dict[str, Any]:
+    def attrs(self, declared: Optional[Type], kind: str = "") -> dict[str, Any]:
         """``[name=literal, ...]``; ``declared`` is the type a constant's ``value`` has."""
         attrs: dict[str, Any] = {}
         if not self.accept("["):
@@ -398,7 +405,9 @@ class _Parser:
                 raise self.error(f"attribute {name!r} given twice", at)
             self.expect("=")
             dump = _TORCH_TENSOR_DUMP.match(self.text, self.pos)
-            if dump is not None:
+            if (kind, name) in _TYPE_ATTRS:
+                attrs[name] = self.type_list()
+            elif dump is not None:
                 self.pos = dump.end()
                 attrs[name] = Opaque("Tensor")
             else:
@@ -407,8 +416,53 @@ class _Parser:
                 self.expect("]")
                 return attrs
 
+    def type_list(self) -> list[Type]:
+        """``[type, ...]``: the value of an attribute holding IR types (TypeCheck's ``types``)."""
+        self.expect("[")
+        types: list[Type] = []
+        while not self.accept("]"):
+            types.append(self.type())
+            if not self.accept(","):
+                self.expect("]")
+                break
+        return types
+
     # -- statements ----------------------------------------------------------------------
     def parse(self) -> Graph:
+        main = self.graph
+        self.graph_text(main)
+        self.subgraph_sections()
+        self.graph = main
+        self.blank()
+        if self.pos < len(self.text):
+            raise self.error("unexpected text after the graph's return")
+        return main
+
+    def subgraph_sections(self) -> None:
+        """``with prim::FusionGroup_N = graph(...)`` sections, one per subgraph node.
+
+        Names are unique across the whole text (the printer numbers all subgraphs with one
+        counter), so the sections of nested subgraphs can be read in one flat loop."""
+        while True:
+            self.blank()
+            if not self.text.startswith("with ", self.pos):
+                break
+            self.pos += len("with")
+            at = self.pos + 1
+            name = self.token(_KIND, "a subgraph name such as prim::FusionGroup_0")
+            node = self.pending.pop(name, None)
+            if node is None:
+                raise self.error(f"no node is named {name}, or its subgraph was given already", at)
+            self.expect("=")
+            self.blank()
+            node.attrs[SUBGRAPH_ATTR] = self.graph_text(Graph())
+        if self.pending:
+            name, node = next(iter(self.pending.items()))
+            raise self.error(f"{name} is used but no 'with {name} = graph(...)' section follows")
+
+    def graph_text(self, graph: Graph) -> Graph:
+        """``graph(...): body return (...)`` into ``graph``; value names are local to it."""
+        self.graph, self.scopes, self.defined = graph, [], set()
         self.blank()
         self.expect("graph(")
         self.scopes.append({})
@@ -425,10 +479,7 @@ class _Parser:
         self.expect(":")
         self.eol()
         self.body(self.graph.block, "return")
-        self.blank()
-        if self.pos < len(self.text):
-            raise self.error("unexpected text after the graph's return")
-        return self.graph
+        return graph
 
     def body(self, block: Block, terminator: str) -> None:
         """Statements up to and including ``terminator (uses)``, which sets the block's outputs."""
@@ -458,9 +509,17 @@ class _Parser:
         self.spaces()
         kind_at = self.pos
         kind = self.token(_KIND, "an operator kind (ns::name)")
-        attrs = self.attrs(outs[0].type if len(outs) == 1 and kind == "prim::Constant" else None)
+        numbered = _NUMBERED.fullmatch(kind)
+        subgraph_name: Optional[str] = None
+        if numbered is not None and numbered.group(1) in SUBGRAPH_KINDS:
+            if kind in self.pending:
+                raise self.error(f"{kind} is used twice", kind_at)
+            subgraph_name, kind = kind, numbered.group(1)
+        attrs = self.attrs(outs[0].type if len(outs) == 1 and kind == "prim::Constant" else None, kind)
         self.expect("(")
         node = self.graph.create(kind, self.uses(")"), attrs=attrs)
+        if subgraph_name is not None:
+            self.pending[subgraph_name] = node
         node.scope, node.source = self.tail()
         node.op = self.resolve(node, len(outs), kind_at)
         if kind == "prim::Constant" and "value" not in node.attrs:

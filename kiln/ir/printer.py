@@ -14,10 +14,14 @@ on the way, see :class:`Opaque`).  Three decisions make that exact:
   converts a literal by the same type, and every conversion it makes prints the same text.
 * **Line structure.**  One node per line; nested blocks follow their node.  Indentation is
   cosmetic; the parser relies on the ``blockN(``, ``->`` and ``return`` keywords.
+* **Subgraphs** (fusion groups) print as TorchScript prints them: the node's kind gets a
+  number, ``prim::FusionGroup_0(%a, %b)``, and after the graph's ``return`` comes
+  ``with prim::FusionGroup_0 = graph(...)`` followed by the subgraph's own text.
 """
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import re
 from collections.abc import Iterator, Sequence
@@ -26,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from kiln.ir.graph import Block, Graph, Node, Value
+from kiln.ir.graph import SUBGRAPH_ATTR, Block, Graph, Node, Value, subgraph_of
 from kiln.ir.types import BoolType, ListType, NamedTupleType, OptionalType, TensorType, TupleType, Type
 
 __all__ = ["Opaque", "format_literal", "print_graph", "quote", "value_names"]
@@ -205,7 +209,9 @@ def format_literal(value: object, declared: Optional[Type] = None) -> str:
     where the declared type is ``bool`` (TorchScript's spelling) and ``True``/``False``
     elsewhere; ``complex(1.0, 2.0)``; string ``"a\\n"``; device ``"cpu"`` (as TorchScript);
     dtype/layout/memory format ``torch.float32``; list ``[1, 2]``; tuple ``(1, 2)`` / ``(1,)``;
-    one-element tensor ``{1.5}``; anything else ``<TypeName>`` (see :class:`Opaque`).
+    one-element tensor ``{1.5}``; an IR type as it prints (``Float(3, strides=[1], ...)``, read back
+    where the parser expects types: a TypeCheck's ``types``); anything else ``<TypeName>`` (see
+    :class:`Opaque`).
     """
     t = declared.elem if isinstance(declared, OptionalType) and value is not None else declared
     scalar = _scalar_literal(value, t)
@@ -218,8 +224,8 @@ def format_literal(value: object, declared: Optional[Type] = None) -> str:
     if isinstance(value, tuple):
         parts = [format_literal(x, et) for x, et in zip(value, _elem_types(value, t))]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
-    if isinstance(value, Opaque):
-        return str(value)
+    if isinstance(value, (Opaque, Type)):
+        return str(value)   # a Type: ``prim::TypeCheck[types=[Float(3, strides=[1], ...)]]``
     return str(Opaque(_NOT_NAME_CHAR.sub("_", type(value).__name__)))
 
 
@@ -231,9 +237,14 @@ def _clean(text: str, forbidden: str = "") -> str:
 
 
 class _Printer:
-    def __init__(self, graph: Graph) -> None:
+    """Prints one graph.  Subgraphs of fusion groups are numbered in text order by one counter
+    shared with the printers of those subgraphs, and printed after the graph's ``return``."""
+
+    def __init__(self, graph: Graph, counter: Optional[Iterator[int]] = None) -> None:
         self.name = _Namer(graph)
         self.lines: list[str] = []
+        self.counter = counter if counter is not None else itertools.count()
+        self.subgraphs: list[tuple[str, Graph]] = []
 
     def decl(self, v: Value) -> str:
         return f"%{self.name(v)} : {v.type}"
@@ -245,7 +256,19 @@ class _Printer:
         self.lines.append("graph(" + ",\n      ".join(self.decl(v) for v in graph.inputs) + "):")
         self.body(graph.block, 2)
         self.lines.append(f"  return ({self.uses(graph.outputs)})")
-        return "\n".join(self.lines) + "\n"
+        text = "\n".join(self.lines) + "\n"
+        for name, sub in self.subgraphs:
+            text += f"with {name} = " + _Printer(sub, self.counter).graph(sub)
+        return text
+
+    def kind(self, node: Node) -> str:
+        """``prim::FusionGroup_N`` for a node holding a subgraph (queued for printing)."""
+        sub = subgraph_of(node)
+        if sub is None:
+            return node.kind
+        name = f"{node.kind}_{next(self.counter)}"
+        self.subgraphs.append((name, sub))
+        return name
 
     def body(self, block: Block, indent: int) -> None:
         for node in block.nodes:
@@ -254,7 +277,7 @@ class _Printer:
     def node(self, node: Node, indent: int) -> None:
         pad = " " * indent
         outs = ", ".join(self.decl(v) for v in node.outputs)
-        line = f"{pad}{outs} = {node.kind}{self.attrs(node)}({self.uses(node.inputs)})"
+        line = f"{pad}{outs} = {self.kind(node)}{self.attrs(node)}({self.uses(node.inputs)})"
         if node.scope:
             # '#' would make the scope ambiguous with the source comment that follows it
             line += f", scope: {_clean(node.scope, '#')}"
@@ -270,6 +293,8 @@ class _Printer:
     def attrs(self, node: Node) -> str:
         items: list[str] = []
         for key, value in node.attrs.items():
+            if key == SUBGRAPH_ATTR and subgraph_of(node) is not None:
+                continue   # printed after the graph, as ``with prim::FusionGroup_N = graph(...)``
             if node.kind == "prim::Constant" and key == "value":
                 if value is None:
                     continue  # TorchScript spells the None constant ``prim::Constant()``

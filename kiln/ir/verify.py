@@ -25,6 +25,8 @@ mode), so the rules are the contract every frontend and pass must keep:
   each input type fits its argument; without variadic returns the output count and types fit.
   "Fits" is :func:`kiln.ir.types.is_subtype` with TorchScript's implicit conversions
   (:func:`accepts`).  ``prim::GetAttr``/``SetAttr``/``CallMethod`` carry a ``name``.
+  ``prim::TypeCheck`` has one tensor type per tensor input in ``types``; a fusion group's
+  ``Subgraph`` is itself a valid graph with the node's input and output counts and types.
 
 The walk keeps a set of visible values (entering a block adds its params, each node adds its
 outputs, leaving the block removes what it defined), so the whole check is O(nodes + uses).
@@ -39,7 +41,7 @@ from typing import Any, NoReturn, Optional
 
 from kiln.errors import IRError
 from kiln.ir import prims as _prims  # noqa: F401  (registers the prim operators)
-from kiln.ir.graph import Block, Graph, Node, Use, Value
+from kiln.ir.graph import SUBGRAPH_ATTR, Block, Graph, Node, Use, Value, subgraph_of
 from kiln.ir.types import (
     AnyType,
     BoolType,
@@ -49,6 +51,7 @@ from kiln.ir.types import (
     ListType,
     NamedTupleType,
     OptionalType,
+    TensorType,
     TupleType,
     Type,
     accepts,
@@ -294,6 +297,45 @@ def _check_schema(vf: _Verifier, node: Node) -> None:
         _check_arguments(vf, node, schema)
     if not schema.is_varret:
         _check_returns(vf, node, schema)
+    rule = _KIND_RULES.get(node.kind)
+    if rule is not None:
+        rule(vf, node)
+
+
+def _check_type_check(vf: _Verifier, node: Node) -> None:
+    types = node.attrs.get("types")
+    if not isinstance(types, list) or len(types) != len(node.inputs) or \
+            not all(isinstance(t, TensorType) for t in types):
+        vf.fail(node, "prim::TypeCheck needs a 'types' attribute holding one tensor type per input")
+    for i, v in enumerate(node.inputs):
+        if not isinstance(v.type, TensorType):
+            vf.fail(node, f"input {i} of prim::TypeCheck ({vf.vname(v)}) is a {v.type}, not a tensor")
+
+
+def _check_subgraph(vf: _Verifier, node: Node) -> None:
+    """A fusion group: its subgraph is valid and takes and returns what the node does."""
+    sub = subgraph_of(node)
+    if sub is None:
+        vf.fail(node, f"{node.kind} needs a graph in its '{SUBGRAPH_ATTR}' attribute")
+    if len(sub.inputs) != len(node.inputs) or len(sub.outputs) != len(node.outputs):
+        vf.fail(node, f"{node.kind} has {len(node.inputs)} inputs and {len(node.outputs)} outputs, but its "
+                      f"subgraph takes {len(sub.inputs)} and returns {len(sub.outputs)}")
+    for i, (v, p) in enumerate(zip(node.inputs, sub.inputs)):
+        # a tensor's refinements are what the group was built for, checked when it runs
+        tensors = isinstance(p.type, TensorType) and isinstance(v.type, TensorType)
+        if not tensors and not accepts(p.type, v.type):
+            vf.fail(node, f"input {i} {vf.vname(v)} : {v.type} does not fit the subgraph's input "
+                          f"type {p.type}")
+    for i, (v, r) in enumerate(zip(node.outputs, sub.outputs)):
+        if not is_subtype(r.type, v.type):
+            vf.fail(node, f"output {i} is typed {v.type}, but the subgraph returns a {r.type}")
+    try:
+        verify(sub)
+    except IRError as e:
+        vf.fail(node, f"its subgraph is invalid: {e}")
+
+
+_KIND_RULES = {"prim::TypeCheck": _check_type_check, "prim::FusionGroup": _check_subgraph}
 
 
 def _check_arguments(vf: _Verifier, node: Node, schema: Any) -> None:

@@ -24,6 +24,7 @@ from kiln.passes.constant_fold import constant_fold
 from kiln.passes.cse import eliminate_common_subexpressions
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.fold_conv_bn import fold_conv_bn
+from kiln.passes.fuse import fuse_pointwise
 from kiln.passes.inline import inline_calls
 from kiln.passes.inplace_activations import inplace_activations
 from kiln.passes.peephole import peephole
@@ -36,12 +37,14 @@ PASSES: dict[str, Pass] = {
     "cse": eliminate_common_subexpressions,
     "dce": eliminate_dead_code,
     "fold_conv_bn": fold_conv_bn,
+    "fuse": fuse_pointwise,
     "inplace_activations": inplace_activations,
     "peephole": peephole,
     "remove_dropout": remove_dropout,
 }
 
-# Exact rewrites only: every pipeline here leaves results bit-identical.
+# Exact rewrites only: every pipeline here leaves results bit-identical.  (So not ``fuse``:
+# its kernels agree with eager PyTorch to rounding, not bit for bit.)
 PIPELINES: dict[str, list[str]] = {
     # fold first so the rules see constants, rules before CSE so it sees the simplified
     # graph, and dead code last
@@ -110,4 +113,5 @@ def _check_after(graph: Graph, name: str, round_: int) -> None:
 
 __all__ = ["MAX_ROUNDS", "PASSES", "PIPELINES", "Pass", "constant_fold",
            "eliminate_common_subexpressions", "eliminate_dead_code", "expand", "fold_conv_bn",
-           "inline_calls", "inplace_activations", "peephole", "remove_dropout", "run_pipeline"]
+           "fuse_pointwise", "inline_calls", "inplace_activations", "peephole", "remove_dropout",
+           "run_pipeline"]

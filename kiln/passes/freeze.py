@@ -98,7 +98,7 @@ def freeze(mod: ScriptModule, preserved_attrs: Optional[Sequence[str]] = None,
         live |= {path[0] for path in attribute_paths(graph)}
     _copy_members(mod, frozen, sorted(live - {"training"}))
     for name, graph in graphs.items():
-        frozen._kiln_define_method(name, graph)
+        frozen._kiln_define_method(name, graph, mod.__dict__["_kiln_defaults"].get(name))
     frozen.__dict__["_kiln_frozen"] = True     # (past nn.Module.__setattr__) see is_frozen
     return frozen
 

@@ -41,6 +41,10 @@ Design points:
   get a note naming the node kind and its source location; the body's one ``try`` costs
   nothing on the fast path (zero-cost exceptions).  Generated sources are registered with
   :mod:`linecache`, so tracebacks show the generated line.
+* **Lowering hooks**: an operator entry with ``lower(node, args, bind)`` writes its own
+  expression and may bind closure cells through ``bind``: ``prim::TypeCheck`` becomes one
+  inline test of dtype, sizes, strides, device and requires_grad; ``prim::FusionGroup`` a call
+  of the kernel built for it now (:mod:`kiln.runtime.fusion`).
 * **Safety**: archive-controlled strings never reach the source unescaped.  Value names are
   reduced to ``[A-Za-z0-9_]``, strings are written with ``repr``, and an operator's custom
   ``emit`` is only used when every string attribute of the node is a plain identifier.
@@ -283,6 +287,8 @@ class _Emitter:
         elif node.kind == "prim::TupleConstruct" and isinstance(node.output.type, NamedTupleType):
             cls = _objects.namedtuple_class(node.output.type)
             text = f"{self.bind(cls, cls.__name__)}({', '.join(args)})"
+        elif node.op.lower is not None:
+            text = node.op.lower(node, args, self.bind)
         elif node.op.emit is not None and _plain_attrs(node):
             text = node.op.emit(node, args)
         else:

@@ -18,10 +18,19 @@ Running a method
     its subtree; a structural change of any of them drops the compiled code of those
     registered, and their next call recompiles.
 
+Profiling and specialization
+    Each compiled method is served by an :class:`~kiln.runtime.executor.Executor`: the first
+    call runs the general graph in the interpreter while recording tensor types, then a copy
+    specialized to them (input sizes folded, fused where possible) runs behind guards that
+    check only what it relies on -- often nothing, and then there is no guard at all.  The
+    executor publishes what calls should run (``_kiln_install``): ``ScriptMethod.fn`` and, for
+    forward, ``_kiln_forward``.  ``graph_for(*inputs)`` shows the specialized graph;
+    ``m.graph`` stays the general one.  Invalidation drops the executors with the code.
+
 The call fast path
     ``module(x)`` skips ``nn.Module.__call__``'s machinery when no hooks are registered (on
-    the module or globally) and calls the generated function directly; with hooks, it defers
-    to ``nn.Module.__call__``, which calls ``self.forward`` -- the same compiled method.
+    the module or globally) and calls the installed code directly; with hooks, it defers
+    to ``nn.Module.__call__``, which calls ``self.forward`` -- the same method.
 
 Devices and dtypes
     ``_apply`` (behind ``to()``, ``cuda()``, ``double()``...) converts tensor constants baked
@@ -46,12 +55,11 @@ from kiln.ir.types import TensorType
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
 from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
+from kiln.runtime.executor import Executor, compile_lock
 from kiln.runtime.members import slot_of
 
-# One lock for all compilation: compiles are rare, and a plain lock per object would make
-# modules impossible to deepcopy.  Reentrant, as compiling a module never calls user code but
-# may look at other modules.
-_compile_lock = threading.RLock()
+# The one lock for all compilation (see kiln.runtime.executor).
+_compile_lock = compile_lock
 
 # nn.Module's process-wide hook tables (mutated in place by torch, never rebound).
 _GLOBAL_HOOKS = (_nn_module._global_forward_hooks, _nn_module._global_forward_pre_hooks,
@@ -83,28 +91,58 @@ class ScriptFunction:
         self.graph = graph
         self.defaults = defaults or {}     # input name -> default value
         self._compiled: Optional[CompiledFunction] = None
+        self._executor: Optional[Executor] = None
+        self._runner: Optional[Callable[..., Any]] = None   # what a call runs (the executor's choice)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        cf = self._compiled or self._compile()
-        if kwargs or (self.defaults and len(args) < len(cf.input_names)):
-            args = cf.bind(args, kwargs, self.defaults)
+        run = self._runner or self._prepare()
+        if kwargs or self.defaults:
+            args = self._bind(args, kwargs)
         if interception.fn is not None:
             return interception.fn(self, args)
-        return self._run(cf, args)
-
-    def _run(self, cf: CompiledFunction, args: tuple[Any, ...]) -> Any:
         try:
-            return cf.fn(*args)
+            return run(*args)
         except TypeError as e:
             if failed_at_call(e):
-                raise cf.arity_error(len(args)) from None
+                raise self._compile().arity_error(len(args)) from None
             raise
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        cf = self._compiled or self._compile()
+        if kwargs or len(args) < len(cf.input_names):
+            return cf.bind(args, kwargs, self.defaults)
+        return args
 
     def _compile(self) -> CompiledFunction:
         with _compile_lock:
             if self._compiled is None:
                 self._compiled = compile_graph(self.graph, self.name, self_arg=False)
             return self._compiled
+
+    def _prepare(self) -> Callable[..., Any]:
+        """Compile, and set up the executor that chooses what calls run."""
+        with _compile_lock:
+            cf = self._compile()
+            if self._executor is None:
+                name = self.name
+
+                def build(graph: Graph) -> CompiledFunction:
+                    return compile_graph(graph, name, self_arg=False)
+                self._executor = Executor(cf, build, self._install)
+                self._executor.reinstall()
+            return self._runner or cf.fn
+
+    def _install(self, ex: Executor) -> None:
+        if ex is self._executor:
+            self._runner = ex.fn
+
+    def graph_for(self, *args: Any, **kwargs: Any) -> Graph:
+        """Call the function on these inputs and return the optimized graph that ran them
+        (specialized to their types; see :mod:`kiln.runtime.executor`)."""
+        self._prepare()
+        args = self._bind(args, kwargs)
+        assert self._executor is not None
+        return self._executor.graph_for(args)
 
     @property
     def inlined_graph(self) -> Graph:
@@ -142,6 +180,8 @@ class ScriptMethod:
             return fn(self.owner, *args)
         except TypeError as e:
             if failed_at_call(e):
+                if self.owner.__dict__["_kiln_defaults"].get(self.name):
+                    return self.owner._kiln_call(self.name, args, {})
                 raise self.owner._kiln_entry(self.name).arity_error(len(args) + 1) from None
             raise
 
@@ -153,9 +193,19 @@ class ScriptMethod:
     def inlined_graph(self) -> Graph:
         return self.owner._kiln_inline(self.name)
 
+    def graph_for(self, *args: Any, **kwargs: Any) -> Graph:
+        """Call the method on these inputs and return the optimized graph that ran them
+        (specialized to their types; see :mod:`kiln.runtime.executor`)."""
+        owner = self.owner
+        ex = owner._kiln_executor(self.name)
+        defaults = owner.__dict__["_kiln_defaults"].get(self.name)
+        if kwargs or (defaults and len(args) < len(ex.general.input_names)):
+            args = ex.general.bind(args, kwargs, defaults)
+        return ex.graph_for((owner, *args))
+
     @property
     def code(self) -> str:
-        return _graph_to_code(self.graph, self.name)
+        return _graph_to_code(self.graph, self.name, self.owner.__dict__["_kiln_defaults"].get(self.name))
 
     @property
     def source(self) -> str:
@@ -187,6 +237,7 @@ class ScriptModule(torch.nn.Module):
     _kiln_compiled: dict[str, CompiledFunction]
     _kiln_forward: Optional[Callable[..., Any]]
     _kiln_dependents: weakref.WeakSet[ScriptModule]
+    _kiln_executors: dict[str, Executor]
 
     def __init__(self, qualname: str, original_name: str) -> None:
         super().__init__()
@@ -197,12 +248,17 @@ class ScriptModule(torch.nn.Module):
         state["_kiln_attributes"] = []      # names given by _kiln_set_attribute, in order
         state["_kiln_compiled"] = {}        # method name -> CompiledFunction for this instance
         state["_kiln_forward"] = None       # forward's guarded entry, for __call__
+        state["_kiln_executors"] = {}       # method name -> its Executor (with the compiled code)
+        state["_kiln_defaults"] = {}        # method name -> {input name: default value}
         state["_kiln_dependents"] = weakref.WeakSet()   # modules whose compiled code relies on us
 
     # -- construction (used by the tracer and the loader) ------------------------------------
-    def _kiln_define_method(self, name: str, graph: Graph) -> None:
-        """Define (or redefine) method ``name``; ``graph``'s input 0 is ``self``."""
+    def _kiln_define_method(self, name: str, graph: Graph,
+                            defaults: Optional[dict[str, Any]] = None) -> None:
+        """Define (or redefine) method ``name``; ``graph``'s input 0 is ``self``; ``defaults``
+        maps input names to the values a call may leave out."""
         self._kiln_graphs[name] = graph
+        self.__dict__["_kiln_defaults"][name] = dict(defaults or {})
         self.__dict__[name] = ScriptMethod(self, name)
         self._kiln_invalidate()
 
@@ -242,6 +298,11 @@ class ScriptModule(torch.nn.Module):
     def code(self) -> str:
         return self._kiln_method("forward").code
 
+    def graph_for(self, *args: Any, **kwargs: Any) -> Graph:
+        """Run forward on these inputs and return the optimized graph that ran them
+        (specialized to their types; see :mod:`kiln.runtime.executor`)."""
+        return self._kiln_method("forward").graph_for(*args, **kwargs)
+
     def _kiln_method(self, name: str) -> ScriptMethod:
         method = self.__dict__.get(name)
         if not isinstance(method, ScriptMethod):
@@ -261,44 +322,66 @@ class ScriptModule(torch.nn.Module):
             return entry(self, *args)
         except TypeError as e:
             if failed_at_call(e):
+                if self.__dict__["_kiln_defaults"].get("forward"):
+                    return self._kiln_call("forward", args, {})   # inputs left to their defaults
                 raise self._kiln_entry("forward").arity_error(len(args) + 1) from None
             raise
 
     def _kiln_forward_entry(self) -> Callable[..., Any]:
         with _compile_lock:   # stored under the lock, so a concurrent invalidation wins
-            entry = self._kiln_entry("forward").entry
-            if self.__dict__.get("_compiled_call_impl") is not None:
-                entry = _nn_call   # Module.compile() was used: let nn.Module run it
-            self.__dict__["_kiln_forward"] = entry
+            self._kiln_install(self._kiln_executor("forward"))
+            entry: Callable[..., Any] = self.__dict__["_kiln_forward"]
             return entry
 
     def _kiln_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cf = self._kiln_entry(name)
-        if kwargs:
-            args = cf.bind(args, kwargs)
+        ex = self._kiln_executor(name)
+        defaults = self.__dict__["_kiln_defaults"].get(name)
+        if kwargs or (defaults and len(args) < len(ex.general.input_names)):
+            args = ex.general.bind(args, kwargs, defaults)
         try:
-            return cf.fn(self, *args)
+            return ex.fn(self, *args)
         except TypeError as e:
             if failed_at_call(e):
-                raise cf.arity_error(len(args) + 1) from None
+                raise ex.general.arity_error(len(args) + 1) from None
             raise
 
     def _kiln_entry(self, name: str) -> CompiledFunction:
-        """The compiled code of method ``name`` for this instance (compiled on first use)."""
+        """The general compiled code of method ``name`` for this instance (compiled on first
+        use, with the executor that decides what calls run)."""
+        return self._kiln_executor(name).general
+
+    def _kiln_executor(self, name: str) -> Executor:
+        """The executor of method ``name``, compiling its general code on first use."""
         with _compile_lock:
-            cf: Optional[CompiledFunction] = self._kiln_compiled.get(name)
-            if cf is None:
+            ex: Optional[Executor] = self._kiln_executors.get(name)
+            if ex is None:
                 self._kiln_method(name)
                 graph = self._kiln_inline(name)
                 eliminate_dead_code(graph)
                 guard = EntryGuard(self._kiln_hook_tables(), _nn_call) if name == "forward" else None
-                cf = compile_graph(graph, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
+
+                def build(g: Graph) -> CompiledFunction:
+                    return compile_graph(g, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
+                cf = build(graph)
                 self._kiln_compiled[name] = cf
-                self._kiln_method(name).fn = cf.fn
+                ex = Executor(cf, build, self._kiln_install, guard)
+                self._kiln_executors[name] = ex
+                ex.reinstall()
                 for sub in self.modules():   # the code relies on the whole subtree
                     if isinstance(sub, ScriptModule):
                         sub._kiln_dependents.add(self)
-            return cf
+            return ex
+
+    def _kiln_install(self, ex: Executor) -> None:
+        """Route calls of ``ex``'s method to what it chose (ignored from a dropped executor)."""
+        name = ex.name
+        if self.__dict__.get("_kiln_executors", {}).get(name) is not ex:
+            return
+        self._kiln_method(name).fn = ex.fn
+        if name == "forward":
+            compiled_call = self.__dict__.get("_compiled_call_impl") is not None
+            # Module.compile() was used: let nn.Module run it
+            self.__dict__["_kiln_forward"] = _nn_call if compiled_call else ex.entry
 
     def _kiln_hook_tables(self) -> tuple[Any, ...]:
         state = self.__dict__
@@ -318,6 +401,7 @@ class ScriptModule(torch.nn.Module):
 
     def _kiln_reset(self) -> None:
         self.__dict__["_kiln_compiled"] = {}
+        self.__dict__["_kiln_executors"] = {}   # specializations go with the code
         self.__dict__["_kiln_forward"] = None
         for name in self._kiln_graphs:
             method = self.__dict__.get(name)
@@ -401,7 +485,7 @@ class ScriptModule(torch.nn.Module):
         for key, value in self.__dict__.items():
             if key == "_kiln_graphs":
                 value = {n: _copy_graph(g, memo) for n, g in value.items()}
-            elif key == "_kiln_compiled":
+            elif key in ("_kiln_compiled", "_kiln_executors"):
                 value = {}
             elif key == "_kiln_forward":
                 value = None

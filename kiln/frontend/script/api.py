@@ -167,7 +167,7 @@ def define_methods(module: Any, source: str, filename: str = "<kiln.define>") ->
             sf = SourceFunction(f.name, src, f, unit)
             graph, sig = comp.compile_method(info, sf, f.name)
             info.sigs[f.name] = sig
-            module._kiln_define_method(f.name, graph)
+            module._kiln_define_method(f.name, graph, sig.defaults())
 
 
 # -- markers ---------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class MethodSig:
     params: list[tuple[str, Type, Any]]      # (name, type, default or NO_DEFAULT)
     returns: Type
 
+    def defaults(self) -> dict[str, Any]:
+        return {name: d for name, _, d in self.params if d is not NO_DEFAULT}
+
 
 @dataclass(eq=False)
 class ModuleInfo:
@@ -217,7 +220,7 @@ class ModuleCompiler:
             for other, (g, other_sig) in shared.items():   # with the helpers it calls on self
                 if other not in info.sigs:
                     info.sigs[other] = other_sig
-                    info.sm._kiln_define_method(other, g.copy())
+                    info.sm._kiln_define_method(other, g.copy(), other_sig.defaults())
             return hit[1]
         info.compiling.add(name)
         try:
@@ -226,7 +229,7 @@ class ModuleCompiler:
             info.compiling.discard(name)
         shared[name] = (graph, sig)
         info.sigs[name] = sig
-        info.sm._kiln_define_method(name, graph)
+        info.sm._kiln_define_method(name, graph, sig.defaults())
         return sig
 
     def _method_function(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> Any:

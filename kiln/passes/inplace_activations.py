@@ -80,3 +80,27 @@ def _rewrite(node: Node, info: OpInfo) -> None:
         fresh.name = old.name
         old.replace_all_uses_with(fresh)
     node.destroy()
+
+
+_OUT_OF_PLACE = {v: k for k, v in _IN_PLACE.items()}
+
+
+def functional_activations(graph: Graph) -> bool:
+    """The inverse rewrite, for the fuser: ``aten::relu_(%y)`` becomes ``aten::relu(%y)`` where
+    ``%y`` has no other use (so no one can tell the difference), letting the activation join a
+    fused pointwise chain.  :func:`inplace_activations` afterwards takes back what stayed out
+    of fusion groups."""
+    changed = False
+    for node in list(graph.all_nodes()):
+        name = _OUT_OF_PLACE.get(node.kind)
+        if name is None or node.op is None or not node.inputs or len(node.inputs[0].uses) != 1:
+            continue
+        overload = node.op.schema.overload
+        try:
+            info = registry.get(f"{name}.{overload}" if overload else name)
+        except SchemaError:
+            continue
+        if [a.type for a in info.schema.arguments] == [a.type for a in node.op.schema.arguments]:
+            _rewrite(node, info)
+            changed = True
+    return changed

@@ -378,9 +378,15 @@ class Executor:
         if fuse is not None:
             if profile.grad_enabled and profile.requires_grad:
                 guard = Guard(guard.inputs, grad_enabled=True)   # no_grad calls may do better
-            elif fuse(graph):   # guarded by its own type checks: nothing to add at entry
-                PASSES["dce"](graph)
-                fused = True
+            else:
+                # in-place activations (as freezing leaves them) rejoin pointwise chains, and
+                # those left outside fusion groups go back in place
+                from kiln.passes.inplace_activations import functional_activations
+                functional_activations(graph)
+                fused = fuse(graph)   # guarded by its own type checks: nothing to add at entry
+                PASSES["inplace_activations"](graph)
+                if fused:
+                    PASSES["dce"](graph)
         matches = make_matcher(guard, self.n_inputs)
         if same_structure(graph, self.general.graph):
             return Specialization(guard, graph, self.general.fn, self.general.entry, matches, None)

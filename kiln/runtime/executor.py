@@ -382,10 +382,12 @@ class Executor:
                 # in-place activations (as freezing leaves them) rejoin pointwise chains, and
                 # those left outside fusion groups go back in place
                 from kiln.passes.inplace_activations import functional_activations
-                functional_activations(graph)
-                fused = fuse(graph)   # guarded by its own type checks: nothing to add at entry
-                PASSES["inplace_activations"](graph)
+                candidate = graph.copy()
+                functional_activations(candidate)
+                fused = bool("fuse_dense" in PASSES and PASSES["fuse_dense"](candidate)) | fuse(candidate)
                 if fused:
+                    graph = candidate
+                    PASSES["inplace_activations"](graph)
                     PASSES["dce"](graph)
         matches = make_matcher(guard, self.n_inputs)
         if same_structure(graph, self.general.graph):

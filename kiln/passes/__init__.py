@@ -25,6 +25,7 @@ from kiln.passes.cse import eliminate_common_subexpressions
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.fold_conv_bn import fold_conv_bn
 from kiln.passes.fuse import fuse_pointwise
+from kiln.passes.fuse_dense import fuse_dense
 from kiln.passes.inline import inline_calls
 from kiln.passes.inplace_activations import inplace_activations
 from kiln.passes.peephole import peephole
@@ -38,6 +39,7 @@ PASSES: dict[str, Pass] = {
     "dce": eliminate_dead_code,
     "fold_conv_bn": fold_conv_bn,
     "fuse": fuse_pointwise,
+    "fuse_dense": fuse_dense,
     "inplace_activations": inplace_activations,
     "peephole": peephole,
     "remove_dropout": remove_dropout,
@@ -113,5 +115,5 @@ def _check_after(graph: Graph, name: str, round_: int) -> None:
 
 __all__ = ["MAX_ROUNDS", "PASSES", "PIPELINES", "Pass", "constant_fold",
            "eliminate_common_subexpressions", "eliminate_dead_code", "expand", "fold_conv_bn",
-           "fuse_pointwise", "inline_calls", "inplace_activations", "peephole", "remove_dropout",
-           "run_pipeline"]
+           "fuse_dense", "fuse_pointwise", "inline_calls", "inplace_activations", "peephole",
+           "remove_dropout", "run_pipeline"]

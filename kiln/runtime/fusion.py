@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
-from kiln.backends import cpp
+from kiln.backends import cpp, dense
 from kiln.errors import IRError
 from kiln.ir.graph import Graph, Node, subgraph_of
 from kiln.ir.ops import registry
@@ -53,7 +53,7 @@ def build_runner(node: Node) -> Runner:
     sub = subgraph_of(node)
     if sub is None:
         raise IRError(f"{node.kind} has no subgraph to run")
-    kernel = cpp.build_kernel(sub)
+    kernel = dense.build_kernel(sub) if dense.handles(sub) else cpp.build_kernel(sub)
     if kernel is None:
         return python_runner(sub)
     checks = _unguarded_checks(node, sub)

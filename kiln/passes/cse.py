@@ -87,6 +87,14 @@ _UPDATES_RUNNING_STATS = frozenset({
     "batch_norm", "instance_norm", "_batch_norm_impl_index", "native_batch_norm",
     "cudnn_batch_norm", "miopen_batch_norm",
 })
+# ATen operators whose result may be their first input itself (dropout when not training,
+# type_as/_cast_* to the same dtype, atleast_Nd of a tensor with enough dims ...), although
+# their schemas annotate no alias.
+_MAY_RETURN_INPUT = frozenset({
+    "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "type_as",
+    "atleast_1d", "atleast_2d", "atleast_3d", "to_dense", "sum_to_size",
+    *(f"_cast_{t}" for t in ("Byte", "Char", "Double", "Float", "Int", "Long", "Short", "Half")),
+})
 
 
 def is_mutable_type(t: Type) -> bool:
@@ -124,16 +132,34 @@ def _dispatcher_summary(qualified: str, n_args: int, n_returns: int) -> tuple[_P
     if any("*" in (i.before_set | i.after_set) for i in infos) or \
             (infos and any(str(r.type) != "Tensor" for r in rets)):
         return None, writes
+    if any(str(r.type) != "Tensor" and _holds_references(r.type) for r in rets):
+        # a container, ``Any`` or a type variable returned without annotations may still hold
+        # (or be) an input: ``prim::TupleIndex``, ``prim::unchecked_cast``, ``aten::slice.t``,
+        # ``aten::broadcast_tensors`` (views)
+        return None, writes
     pairs = tuple((o, i) for o, r in enumerate(rets) if r.alias_info is not None
                   for i, a in enumerate(args)
                   if a.alias_info is not None and a.alias_info.before_set & r.alias_info.before_set)
     return pairs, writes
 
 
+_REFERENCE_KINDS = frozenset({"TensorType", "VarType", "AnyType", "ClassType", "InterfaceType",
+                              "FutureType", "AwaitType", "RRefType", "StorageType"})
+
+
+def _holds_references(t: Any) -> bool:
+    """Whether a value of the dispatcher type ``t`` may be or contain a mutable object."""
+    return t.kind() in _REFERENCE_KINDS or any(_holds_references(c) for c in t.containedTypes())
+
+
 def _summary(node: Node) -> tuple[_Pairs, tuple[int, ...]]:
     schema = node.op.schema
     pairs, writes = _dispatcher_summary(schema.qualified, len(schema.arguments), len(schema.returns))
-    return (None if schema.is_vararg or schema.is_varret else pairs), writes
+    if schema.is_vararg or schema.is_varret:
+        return None, writes
+    if pairs is not None and schema.opname in _MAY_RETURN_INPUT and schema.arguments and schema.returns:
+        pairs = (*pairs, (0, 0))
+    return pairs, writes
 
 
 def written_inputs(node: Node) -> list[int]:
@@ -168,8 +194,9 @@ class AliasSets:
 
     A union-find over the graph's values of mutable type (:func:`is_mutable_type`).  A node's
     mutable outputs join the inputs they may alias: exactly as the dispatcher's annotations
-    say for ATen operators (``view``'s result joins ``self``, ``add``'s result is fresh), and
-    all of its mutable inputs otherwise (containers and their elements, attributes and their
+    say for ATen operators (``view``'s result joins ``self``, ``add``'s result is fresh; the
+    few that may return their input unannotated, such as ``dropout`` when not training, join
+    it too: :data:`_MAY_RETURN_INPUT`), and all of its mutable inputs otherwise (containers and their elements, attributes and their
     object, unknown operators).  ``prim::If``/``prim::Loop`` join each output with the block
     results and loop-carried values behind it.  A set is *written* when any node may write a
     member (:func:`written_inputs`), and *escapes* when the graph returns a member.  Scalars

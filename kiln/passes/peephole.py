@@ -32,8 +32,8 @@ nodes that now read the replacement values, until no rule applies.
 The rules:
 
 * ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x`` on ints, and the float forms that are
-  exact for every float (``x * 1.0``, ``x - 0.0``, ``x + -0.0``; ``x + 0.0`` is not ``x``
-  when ``x`` is ``-0.0``);
+  exact for every float (``x * 1.0``, ``x * 1``, ``x - 0.0``, ``x - 0``, ``x + -0.0``; ``x + 0.0``
+  and ``x + 0`` are not ``x`` when ``x`` is ``-0.0``);
 * ``prim::TupleUnpack`` / ``prim::TupleIndex`` (constant index) of a
   ``prim::TupleConstruct`` -> the elements;
 * ``aten::len`` of a ``prim::ListConstruct`` -> a constant, and ``aten::__getitem__`` with a
@@ -119,7 +119,9 @@ def _is_unit(v: Value, unit: float, negative_zero: bool = False) -> bool:
     known, value = _constant(v)
     if not known or type(value) not in (int, float) or value != unit:
         return False
-    return type(value) is int or math.copysign(1.0, value) == (-1.0 if negative_zero else 1.0)
+    if negative_zero:   # only -0.0 leaves every float alone: the int 0 adds like +0.0
+        return type(value) is float and math.copysign(1.0, value) == -1.0
+    return type(value) is int or math.copysign(1.0, value) == 1.0
 
 
 def _scalar_identity(node: Node, rw: Rewriter, unit: float, commutes: bool, negzero: bool = False) -> bool:
@@ -140,7 +142,7 @@ def _scalar_identity(node: Node, rw: Rewriter, unit: float, commutes: bool, negz
 
 
 def _add_zero(node: Node, rw: Rewriter) -> bool:
-    # float: only -0.0 is an identity for addition (-0.0 + 0.0 is 0.0)
+    # float: only -0.0 is an identity for addition (-0.0 + 0.0 and -0.0 + 0 are 0.0)
     return _scalar_identity(node, rw, 0, commutes=True, negzero=True)
 
 

@@ -193,13 +193,14 @@ class AliasSets:
     """Which values may share mutable state, and which of those the graph writes or returns.
 
     A union-find over the graph's values of mutable type (:func:`is_mutable_type`).  A node's
-    mutable outputs join the inputs they may alias: exactly as the dispatcher's annotations
-    say for ATen operators (``view``'s result joins ``self``, ``add``'s result is fresh; the
-    few that may return their input unannotated, such as ``dropout`` when not training, join
-    it too: :data:`_MAY_RETURN_INPUT`), and all of its mutable inputs otherwise (containers and their elements, attributes and their
-    object, unknown operators).  ``prim::If``/``prim::Loop`` join each output with the block
-    results and loop-carried values behind it.  A set is *written* when any node may write a
-    member (:func:`written_inputs`), and *escapes* when the graph returns a member.  Scalars
+    mutable outputs join the inputs they may alias: exactly as the dispatcher's annotations say
+    for ATen operators (``view``'s result joins ``self``, ``add``'s result is fresh; the few
+    that may return their input unannotated, such as ``dropout`` when not training, join it too:
+    :data:`_MAY_RETURN_INPUT`), and all of its mutable inputs otherwise (containers and their
+    elements, unannotated results that may hold references -- ``Any``, ``t[]`` --, attributes
+    and their object, unknown operators).  ``prim::If``/``prim::Loop`` join each output with the
+    block results and loop-carried values behind it.  A set is *written* when any node may write
+    a member (:func:`written_inputs`), and *escapes* when the graph returns a member.  Scalars
     (ints, floats, strings, tuples of those) are never written and never join a set."""
 
     def __init__(self, graph: Graph) -> None:

@@ -23,8 +23,9 @@ The result is bit-identical.  :func:`kiln.freeze` runs it: frozen graphs serve i
 from __future__ import annotations
 
 from kiln.errors import SchemaError
-from kiln.ir.graph import Graph, Node
+from kiln.ir.graph import Graph, Node, Value
 from kiln.ir.ops import OpInfo, registry
+from kiln.ir.types import TensorType
 
 _IN_PLACE = {
     "aten::relu": "aten::relu_", "aten::relu6": "aten::relu6_", "aten::hardtanh": "aten::hardtanh_",
@@ -39,6 +40,15 @@ _FRESH = frozenset({
     "aten::add", "aten::sub", "aten::mul", "aten::div",
     "aten::batch_norm", "aten::layer_norm", "aten::group_norm", "aten::instance_norm",
 })
+
+
+# activations whose result is floating point even for an integer input
+_PROMOTING = frozenset({"aten::sigmoid", "aten::tanh"})
+
+
+def _floating(v: Value) -> bool:
+    t = v.type
+    return isinstance(t, TensorType) and t.dtype is not None and t.dtype.is_floating_point
 
 
 def inplace_activations(graph: Graph) -> bool:
@@ -62,6 +72,8 @@ def _in_place_form(node: Node) -> OpInfo | None:
         return None
     if producer.op is None or producer.op.schema.is_mutable:
         return None
+    if node.kind in _PROMOTING and not _floating(y):
+        return None   # sigmoid/tanh of an integer tensor is a new float tensor, not an in-place op
     overload = node.op.schema.overload
     try:
         info = registry.get(f"{name}.{overload}" if overload else name)

@@ -106,6 +106,22 @@ class OpInfo:
         return not (self.side_effects or self.nondeterministic or self.schema.is_mutable)
 
 
+# Normalizations that, in training mode, write their running statistics although the
+# dispatcher's schema does not mark ``running_mean``/``running_var`` as written.
+_RUNNING_STATS = {"aten::batch_norm": 5, "aten::instance_norm": 5}   # kind -> index of `training`
+
+
+def updates_running_stats(node: Any) -> bool:
+    """Whether ``node`` is a batch/instance norm that may update its running statistics: its
+    training flag is not the constant False.  Such a node is an effect (dce keeps it, cse
+    never merges it) even though its schema looks pure."""
+    index = _RUNNING_STATS.get(node.kind)
+    if index is None or len(node.inputs) <= index:
+        return False
+    flag = node.inputs[index]
+    return not (flag.node.kind == "prim::Constant" and flag.node.attrs.get("value") is False)
+
+
 _NONDETERMINISTIC = {
     "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
     "bernoulli", "bernoulli_", "multinomial", "normal", "normal_", "uniform_", "exponential_",

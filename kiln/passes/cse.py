@@ -56,6 +56,7 @@ from typing import Any, Optional
 import torch
 
 from kiln.ir.graph import Block, Graph, Node, Value
+from kiln.ir.ops import updates_running_stats
 from kiln.ir.types import (
     AnyType,
     ClassType,
@@ -186,7 +187,8 @@ def _is_false(v: Value) -> bool:
 
 def is_effect_free(node: Node) -> bool:
     """A registry operator that neither writes, nor has side effects, nor is random."""
-    return node.op is not None and node.op.pure and not written_inputs(node)
+    return node.op is not None and node.op.pure and not written_inputs(node) \
+        and not updates_running_stats(node)
 
 
 class AliasSets:

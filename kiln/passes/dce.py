@@ -42,6 +42,7 @@ backwards through block returns and around loops:
 from __future__ import annotations
 
 from kiln.ir.graph import Block, Graph, Node, Value, walk
+from kiln.ir.ops import updates_running_stats
 
 
 def eliminate_dead_code(graph: Graph) -> bool:
@@ -54,7 +55,7 @@ def eliminate_dead_code(graph: Graph) -> bool:
 def _has_effect(node: Node) -> bool:
     if node.kind in ("prim::Constant", "prim::If", "prim::Loop"):
         return False   # control flow is live only through what it contains or produces
-    return node.op is None or not node.op.pure
+    return node.op is None or not node.op.pure or updates_running_stats(node)
 
 
 class _Liveness:

@@ -9,8 +9,9 @@ instance (or one :class:`~kiln.runtime.module.ScriptFunction`).  Its life:
 2. **Specialize.**  After ``profile_runs`` such runs (default 1; runs that disagree
    generalize), :func:`~kiln.runtime.specialize.specialize` copies the graph with the recorded
    types and folds questions about the inputs (``x.size(0)``, ``x.dim()``, ``x.dtype``...)
-   into constants; then the ``default`` pipeline runs, then fusion (``PASSES["fuse"]``, looked
-   up when needed) unless grad mode was on and some value required grad (a fused kernel has no
+   into constants; then :data:`SPECIALIZED_PIPELINE` (constant folding, peephole rules, dead
+   code) runs, then fusion (``PASSES["fuse_dense"]`` and ``PASSES["fuse"]``, looked up when
+   needed) unless grad mode was on and some value required grad (a fused kernel has no
    backward; the guard then includes the grad mode, so a later ``no_grad`` call specializes
    again).  A result that is the general graph again (types aside) reuses the general code.
 3. **Guard.**  Calls are routed by a generated *dispatcher*::
@@ -96,6 +97,12 @@ def _env_enabled() -> bool:
 
 
 SETTINGS = Settings(enabled=_env_enabled())
+
+# What runs on a specialized graph before fusion: folding what the specialization made
+# constant (an input's rank, a dtype test) and the rules and dead code that follow.  Not CSE:
+# on a large graph its alias analysis costs more than it saves, and a specialization is built
+# while the first call waits.  Two rounds: a third has never found anything new.
+SPECIALIZED_PIPELINE = ("constant_fold", "peephole", "dce")
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
@@ -372,7 +379,7 @@ class Executor:
         from kiln.passes import PASSES, run_pipeline  # lazily: passes are not needed to run
         made = specialize(self.general.graph, profile)
         graph, guard = made.graph, made.guard
-        run_pipeline(graph, "default")
+        run_pipeline(graph, SPECIALIZED_PIPELINE, max_rounds=2)
         fuse = PASSES.get("fuse")
         fused = False
         if fuse is not None:

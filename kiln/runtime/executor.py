@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import gc
 import itertools
 import linecache
 import os
@@ -97,6 +98,20 @@ def _env_enabled() -> bool:
 
 
 SETTINGS = Settings(enabled=_env_enabled())
+
+
+@contextmanager
+def without_gc() -> Iterator[None]:
+    """Building graphs and code allocates many small, long-lived objects and no garbage
+    cycles; the cyclic collector's passes over a large module's graphs would cost about as
+    much as the work itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 # What runs on a specialized graph before fusion: folding what the specialization made
 # constant (an input's rank, a dtype test) and the rules and dead code that follow.  Not CSE:
@@ -367,7 +382,8 @@ class Executor:
 
     def _specialize(self, profile: Profile) -> Optional[Specialization]:
         try:
-            return self._make_specialization(profile)
+            with without_gc():
+                return self._make_specialization(profile)
         except Exception as e:   # a defect in a pass or in codegen must not break the program
             self.failure = f"{type(e).__name__}: {e}"
             warnings.warn(f"kiln: could not specialize {self.name!r} ({self.failure}); it runs its "

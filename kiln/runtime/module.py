@@ -55,7 +55,7 @@ from kiln.ir.types import TensorType
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
 from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
-from kiln.runtime.executor import Executor, compile_lock
+from kiln.runtime.executor import Executor, compile_lock, without_gc
 from kiln.runtime.members import slot_of
 
 # The one lock for all compilation (see kiln.runtime.executor).
@@ -356,13 +356,14 @@ class ScriptModule(torch.nn.Module):
             ex: Optional[Executor] = self._kiln_executors.get(name)
             if ex is None:
                 self._kiln_method(name)
-                graph = self._kiln_inline(name)
-                eliminate_dead_code(graph)
                 guard = EntryGuard(self._kiln_hook_tables(), _nn_call) if name == "forward" else None
 
                 def build(g: Graph) -> CompiledFunction:
                     return compile_graph(g, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
-                cf = build(graph)
+                with without_gc():
+                    graph = self._kiln_inline(name)
+                    eliminate_dead_code(graph)
+                    cf = build(graph)
                 self._kiln_compiled[name] = cf
                 ex = Executor(cf, build, self._kiln_install, guard)
                 self._kiln_executors[name] = ex

@@ -20,6 +20,7 @@ import functools
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -75,6 +76,19 @@ def jit() -> Iterator[ModuleType]:
 
 
 # -- seeding and markers --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The C++ kernels built by one test module go to a fresh directory (``KILN_CACHE_DIR``),
+    not the user's cache, so the module builds every kernel it uses."""
+    from kiln.backends import toolchain
+    path = tmp_path_factory.mktemp("kernels")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KILN_CACHE_DIR", str(path))
+        toolchain.clear_memory_cache()
+        yield path
+    toolchain.clear_memory_cache()
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,7 @@ from kiln.passes.fuse_dense import MAX_ROWS, fuse_dense
 from kiln.passes.inplace_activations import functional_activations
 from kiln.runtime import fusion
 
-
-@pytest.fixture(autouse=True, scope="module")
-def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Kernels of this module go to a fresh directory, not the user's cache."""
-    path = tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KILN_CACHE_DIR", str(path))
-        toolchain.clear_memory_cache()
-        yield path
-    toolchain.clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("kernel_cache")   # see conftest.kernel_cache
 
 
 @pytest.fixture(scope="module")

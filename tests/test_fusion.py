@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,7 @@ SPECIALS = [float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 1e-30, -1e-30,
             3.0, -3.0, 0.5, -0.5, 20.0, -20.0, 100.0, -100.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Kernels of this module go to a fresh directory, not the user's cache."""
-    path = tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KILN_CACHE_DIR", str(path))
-        toolchain.clear_memory_cache()
-        yield path
-    toolchain.clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("kernel_cache")   # see conftest.kernel_cache
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,14 @@ def _subgraph(nodes: list[Node], inputs: list[Value], literals: list[Value], out
 
 def _rewrite(group: _Group) -> bool:
     nodes = group.nodes
-    inputs, literals, outputs = _boundary(nodes)
+    return replace_group(nodes, *_boundary(nodes))
+
+
+def replace_group(nodes: list[Node], inputs: list[Value], literals: list[Value],
+                  outputs: list[Value]) -> bool:
+    """Replace ``nodes`` (in program order) by ``prim::If(prim::TypeCheck(tensor inputs))``
+    holding a ``prim::FusionGroup`` of them and, as the fallback, copies of them.  ``literals``
+    are constants the subgraph gets copies of; ``outputs`` are the values used outside."""
     if not outputs:
         return False   # dead code; dce removes it
     graph, last = nodes[-1].graph, nodes[-1]

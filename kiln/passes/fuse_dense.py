@@ -61,11 +61,10 @@ from typing import Optional
 
 import torch
 
-from kiln.ir.graph import SUBGRAPH_ATTR, Block, Graph, Node, Value, clone_node
-from kiln.ir.ops import registry
-from kiln.ir.types import BoolType, TensorType
+from kiln.ir.graph import Block, Graph, Node, Value
+from kiln.ir.types import TensorType
 from kiln.passes.cse import AliasSets
-from kiln.passes.fuse import _blocks, _complete_cpu, _fill, _is_literal, _subgraph, fusion_key
+from kiln.passes.fuse import _blocks, _complete_cpu, _is_literal, fusion_key, replace_group
 
 __all__ = ["MAX_ROWS", "MAX_WEIGHT", "MIN_GROUP_SIZE", "dense_linear", "fuse_dense"]
 
@@ -208,31 +207,4 @@ def _boundary(nodes: list[Node]) -> tuple[list[Value], list[Value], list[Value]]
 
 
 def _rewrite(nodes: list[Node]) -> bool:
-    inputs, constants, outputs = _boundary(nodes)
-    if not outputs:
-        return False   # dead code; dce removes it
-    graph, last = nodes[-1].graph, nodes[-1]
-    assert last.next is not None
-    tensors = [v for v in inputs if isinstance(v.type, TensorType)]
-    check = graph.create("prim::TypeCheck", tensors, [BoolType], attrs={"types": [v.type for v in tensors]})
-    check.op = registry.get("prim::TypeCheck")
-    check.insert_before(last.next)
-    branch = graph.create("prim::If", [check.output], [v.type for v in outputs])
-    assert check.next is not None
-    branch.insert_before(check.next)
-    fused = graph.create("prim::FusionGroup", inputs, [v.type for v in outputs],
-                         attrs={SUBGRAPH_ATTR: _subgraph(nodes, inputs, constants, outputs)})
-    fused.op = registry.get("prim::FusionGroup")
-    _fill(branch.add_block(), [fused], fused.outputs)
-    env: dict[Value, Value] = {v: v for v in (*inputs, *constants)}
-    copies = [clone_node(n, graph, env) for n in nodes]
-    _fill(branch.add_block(), copies, [env[v] for v in outputs])
-    members = set(nodes)
-    for v, result in zip(outputs, branch.outputs):
-        result.name = v.name
-        for use in list(v.uses):
-            if use.user not in members:
-                use.user.replace_input(use.index, result)
-    for n in reversed(nodes):
-        n.destroy()
-    return True
+    return replace_group(nodes, *_boundary(nodes))

@@ -9,12 +9,10 @@ so code written for TorchScript needs no change.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
-import gc
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -22,6 +20,7 @@ import torch
 from kiln.errors import CompileError
 from kiln.frontend.script.compiler import Compiler, SourceFunction
 from kiln.frontend.script.source import Source
+from kiln.runtime.executor import without_gc
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,22 +40,8 @@ def script(obj: Any, optimize: Any = None, _frames_up: int = 0, _rcb: Any = None
     from kiln.runtime.module import ScriptFunction, ScriptModule
     if isinstance(obj, (ScriptModule, ScriptFunction)):
         return obj
-    with _lock, _no_gc():
+    with _lock, without_gc():
         return _script(obj)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Compiling allocates many small, long-lived objects (nodes, values, uses) and no
-    cycles that need collecting meanwhile; the cyclic collector's passes over them cost
-    about a third of the compile time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _script(obj: Any) -> Any:

@@ -57,3 +57,34 @@ class KilnRuntimeError(KilnError, RuntimeError):
 
 class TracerWarning(UserWarning):
     """A trace baked a value that may change between calls; the message names the user's line."""
+
+
+# -- archives (.pt) --------------------------------------------------------------------------
+#
+# Every rejection of an archive -- the zip container, a pickle, a tensor layout, a limit -- is a
+# ModelFormatError.  Loading arbitrary bytes may raise only this tree (and CompileError for an
+# archive's code/ that Kiln's compiler rejects); any other exception escaping ``kiln.load`` is a
+# bug.  Messages name the record (``archive/data.pkl``) and, where it helps, the byte offset.
+
+class ModelFormatError(KilnError, ValueError):
+    """A ``.pt`` archive (or a part of one) is malformed or unsafe to load."""
+
+
+class ArchiveError(ModelFormatError):
+    """The zip container or its records are malformed (not a zip, truncated, ambiguous names...)."""
+
+
+class PickleError(ModelFormatError):
+    """A pickle record is malformed or uses something outside Kiln's allow-list."""
+
+
+class TensorLayoutError(ModelFormatError):
+    """A tensor's storage, sizes, strides or offset are inconsistent or out of bounds."""
+
+
+class UnsupportedFeature(ModelFormatError):
+    """The archive uses a format, version, opcode or dtype that Kiln does not load."""
+
+
+class ResourceLimitExceeded(ModelFormatError):
+    """Loading would exceed one of the configured caps (:class:`kiln.serialization.Limits`)."""

@@ -1,0 +1,5 @@
+"""TorchScript's ``.pt`` archive, both ways (see docs/architecture.md, "kiln/serialization")."""
+
+from kiln.serialization.limits import Limits
+
+__all__ = ["Limits"]

@@ -10,16 +10,22 @@ import importlib
 from typing import Any
 
 from kiln.errors import (
+    ArchiveError,
     CompileError,
     InputError,
     IRError,
     IRParseError,
     KilnError,
     KilnRuntimeError,
+    ModelFormatError,
+    PickleError,
+    ResourceLimitExceeded,
     SchemaError,
+    TensorLayoutError,
     TracerWarning,
     TracingCheckError,
     TracingError,
+    UnsupportedFeature,
 )
 
 __version__ = "0.1.0"
@@ -44,14 +50,20 @@ _LAZY = {
     "ScriptFunction": "kiln.runtime.module",
     "optimized_execution": "kiln.runtime.executor",
     "set_profiling": "kiln.runtime.executor",
+    "save": "kiln.serialization.save",
+    "serialize": "kiln.serialization.save",
+    "load": "kiln.serialization.load",
+    "deserialize": "kiln.serialization.load",
+    "Limits": "kiln.serialization.limits",
     "Graph": "kiln.ir.graph",
     "parse_graph": "kiln.ir.parser",
     "verify": "kiln.ir.verify",
 }
 
 __all__ = [
-    "CompileError", "InputError", "IRError", "IRParseError", "KilnError", "KilnRuntimeError", "SchemaError",
-    "TracerWarning", "TracingCheckError", "TracingError", *_LAZY,
+    "ArchiveError", "CompileError", "InputError", "IRError", "IRParseError", "KilnError", "KilnRuntimeError",
+    "ModelFormatError", "PickleError", "ResourceLimitExceeded", "SchemaError", "TensorLayoutError",
+    "TracerWarning", "TracingCheckError", "TracingError", "UnsupportedFeature", *_LAZY,
 ]
 
 

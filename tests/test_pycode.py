@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Optional
 
 import pytest
@@ -44,7 +44,11 @@ def code_of(g: Graph, name: str = "fn", constants: Optional[list[Any]] = None) -
 
 def run_code(code: str, name: str, *args: Any) -> Any:
     """Execute generated code as plain Python (test-only: product code never execs)."""
-    env: dict[str, Any] = {"torch": torch, "inf": math.inf, "nan": math.nan}
+    def raise_exception(msg: str, cls: str = "builtins.RuntimeError") -> None:
+        raise RuntimeError(f"{cls}: {msg}")
+
+    ops = SimpleNamespace(prim=SimpleNamespace(RaiseException=raise_exception))
+    env: dict[str, Any] = {"torch": torch, "inf": math.inf, "nan": math.nan, "ops": ops}
     exec(compile(code, "<kiln code>", "exec"), env)
     return env[name](*args)
 
@@ -157,7 +161,7 @@ def test_statement_forms() -> None:
         '  _0 = (getattr(self, "0")).forward()',
         "  self.count = n",
         '  setattr(self, "1", x)',
-        '  raise ValueError("boom")',
+        '  ops.prim.RaiseException("boom", "builtins.ValueError")',
         "  return torch.add(x, _0)",
     ]
 
@@ -306,7 +310,7 @@ def test_if_without_outputs_prints_pass() -> None:
     b.guard(c, "c must hold")
     code = code_of(g)
     assert code.splitlines()[1:] == ["  if c:", "    pass", "  else:",
-                                     '    raise RuntimeError("c must hold")']
+                                     '    ops.prim.RaiseException("c must hold", "builtins.RuntimeError")']
     run_code(code, "fn", True)
     with pytest.raises(RuntimeError, match="c must hold"):
         run_code(code, "fn", False)

@@ -290,8 +290,9 @@ def _loop_form(node: Node) -> str:
 class _CodePrinter:
     """Prints one graph as one ``def``; see the module docstring for the rules."""
 
-    def __init__(self, graph: Graph, constants: list[Any]) -> None:
+    def __init__(self, graph: Graph, constants: list[Any], self_type: Optional[str] = None) -> None:
         self.graph = graph
+        self.self_type = self_type
         self.constants = constants
         self.constant_index = {id(c): i for i, c in enumerate(constants)}
         self.names = _Names()
@@ -348,7 +349,8 @@ class _CodePrinter:
         params: list[str] = []
         for i, v in enumerate(self.graph.inputs):
             if i == 0 and isinstance(v.type, ClassType):
-                params.append(self.define(v, "self"))
+                me = self.define(v, "self")
+                params.append(f"{me}: {self.self_type}" if self.self_type else me)
                 continue
             text = f"{self.define(v)}: {v.type.annotation()}"
             if defaults and v.name in defaults:
@@ -741,15 +743,18 @@ def _set_attr_stmt(p: _CodePrinter, node: Node) -> str:
 
 
 def _raise_stmt(p: _CodePrinter, node: Node) -> str:
-    """``raise Cls(msg)``; the class is named by a constant second input
-    (``"builtins.ValueError"`` or ``"ValueError"``), else it is ``Exception``."""
-    msg = p.use(node.inputs[0]).text if node.inputs else ""
-    cls = "Exception"
+    """``ops.prim.RaiseException(msg, "builtins.ValueError")``, TorchScript's own spelling (a
+    ``raise`` statement would need the exception class to be resolvable where the code is
+    compiled back).  The class is a constant second input (``"builtins.ValueError"`` or
+    ``"ValueError"``); without one, only the message is passed."""
+    args = [p.use(node.inputs[0]).text] if node.inputs else ['""']
     if len(node.inputs) > 1:
         known, value = _constant_value(node.inputs[1])
-        last = value.rpartition(".")[2] if known and isinstance(value, str) else ""
-        cls = last if _is_identifier(last) else cls
-    return f"raise {cls}({msg})"
+        if known and isinstance(value, str) and all(_is_identifier(part) for part in value.split(".")):
+            args.append(_quote(value if "." in value else "builtins." + value))
+        elif not known:
+            args.append(p.use(node.inputs[1]).text)
+    return f"ops.prim.RaiseException({', '.join(args)})"
 
 
 def _unpack_stmt(p: _CodePrinter, node: Node) -> str:
@@ -768,11 +773,13 @@ _STATEMENT_FORMS: dict[str, Callable[[_CodePrinter, Node], str]] = {
 
 
 def graph_to_code(graph: Graph, name: str, *, constants: Optional[list[Any]] = None,
-                  defaults: Optional[dict[str, Any]] = None) -> str:
+                  defaults: Optional[dict[str, Any]] = None, self_type: Optional[str] = None) -> str:
     """``graph`` as a TorchScript-style ``def name(...)`` (text ends with a newline).
 
     Constants without a literal (tensors, objects) print as ``CONSTANTS.cN``, where ``N`` is
     their index in ``constants``; pass a list to collect them (it is appended to, and values
     already in it -- by identity -- are reused, so several methods can share one table).
+    ``self_type`` annotates a method's ``self`` (``self: __torch__.M``), as archives write it.
     """
-    return _CodePrinter(graph, constants if constants is not None else []).function(name, defaults)
+    printer = _CodePrinter(graph, constants if constants is not None else [], self_type)
+    return printer.function(name, defaults)

@@ -51,7 +51,7 @@ import torch.nn.modules.module as _nn_module
 
 from kiln.errors import KilnRuntimeError
 from kiln.ir.graph import Graph, Node, tensor_constants
-from kiln.ir.types import TensorType
+from kiln.ir.types import TensorType, Type
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
 from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
@@ -251,6 +251,8 @@ class ScriptModule(torch.nn.Module):
         state["_kiln_executors"] = {}       # method name -> its Executor (with the compiled code)
         state["_kiln_defaults"] = {}        # method name -> {input name: default value}
         state["_kiln_dependents"] = weakref.WeakSet()   # modules whose compiled code relies on us
+        state["_kiln_attr_types"] = {}      # attribute name -> declared IR type (when known)
+        state["_kiln_constants"] = {}       # Final / __constants__ values, folded into the graphs
 
     # -- construction (used by the tracer and the loader) ------------------------------------
     def _kiln_define_method(self, name: str, graph: Graph,
@@ -262,11 +264,20 @@ class ScriptModule(torch.nn.Module):
         self.__dict__[name] = ScriptMethod(self, name)
         self._kiln_invalidate()
 
-    def _kiln_set_attribute(self, name: str, value: Any) -> None:
-        """Set a plain attribute (int, float, str, bool, tuple, ...) that methods may read."""
+    def _kiln_set_attribute(self, name: str, value: Any, type: Optional[Type] = None) -> None:
+        """Set a plain attribute (int, float, str, bool, tuple, ...) that methods may read;
+        ``type`` is its declared IR type (``List[int]`` for an empty list, ``Optional[int]``
+        for None ...), which saving needs when the value alone does not tell."""
         setattr(self, name, value)
         if name not in self._kiln_attributes:
             self._kiln_attributes.append(name)
+        if type is not None:
+            self.__dict__["_kiln_attr_types"][name] = type
+
+    def _kiln_set_constant(self, name: str, value: Any) -> None:
+        """A module constant (``Final``): folded into compiled graphs, readable as an attribute."""
+        self.__dict__["_kiln_constants"][name] = value
+        self.__dict__[name] = value
 
     def define(self, source: str) -> None:
         """(Re)define methods from TorchScript source text (``def name(self, ...): ...``)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
 import torch
 
@@ -31,7 +31,6 @@ from kiln.ir.graph import Value
 from kiln.ir.types import Type
 
 if TYPE_CHECKING:
-    from kiln.frontend.script.api import CompilationUnit
     from kiln.frontend.script.builtins import RangeVal, ZipVal
     from kiln.frontend.script.compiler import ClassInfo
     from kiln.frontend.script.emitter import FunctionEmitter
@@ -81,6 +80,12 @@ class SuperVal:
     cls: type           # super() of this class: look methods up after it in the MRO
 
 
+class Unit(Protocol):
+    """Where a source function's names are looked up (a CompilationUnit, an archive)."""
+
+    def namespace(self) -> dict[str, Any]: ...
+
+
 @dataclass(eq=False)
 class SourceFunction:
     """A function given as source text (``kiln.compile``): no Python object behind it."""
@@ -88,7 +93,7 @@ class SourceFunction:
     name: str
     source: Source
     fdef: ast.FunctionDef
-    unit: CompilationUnit
+    unit: Unit
 
 
 @dataclass(frozen=True, eq=False)

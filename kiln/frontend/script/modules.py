@@ -128,9 +128,11 @@ class ModuleCompiler:
         if isinstance(module, ScriptModule):
             info = ModuleInfo(module, module, ClassType(module.qualified_name))
             self.modules[id(module)] = info
-            for name, v in module.__dict__.items():
-                if name in module._kiln_attributes:
-                    info.attr_types[name] = _attr_type(v) or AnyType
+            declared = module.__dict__["_kiln_attr_types"]
+            for name in module._kiln_attributes:
+                v = module.__dict__.get(name)
+                info.attr_types[name] = declared.get(name) or _attr_type(v) or AnyType
+            info.constants.update(module.__dict__["_kiln_constants"])
             for name, child in module._modules.items():
                 if child is not None:
                     info.subs[name] = self.module_info(child)
@@ -166,6 +168,7 @@ class ModuleCompiler:
             hint = hints.get(name)
             if name in consts or (hint is not None and ann.is_final(hint)):
                 info.constants[name] = v
+                sm._kiln_set_constant(name, v)
                 continue
             t: Optional[Type] = None
             if hint is not None:
@@ -180,7 +183,7 @@ class ModuleCompiler:
                 info.bad_attrs[name] = f"its value {type(v).__name__} has no type Kiln can infer; annotate it"
                 continue
             info.attr_types[name] = t
-            sm._kiln_set_attribute(name, v)
+            sm._kiln_set_attribute(name, v, t)
 
     # -- methods ---------------------------------------------------------------------------
     def compile_entry_methods(self, info: ModuleInfo) -> None:
@@ -210,10 +213,14 @@ class ModuleCompiler:
         if sig is not None:
             return sig
         if info.module is info.sm:
-            return self._graph_sig(info, name, node)
+            # A module loaded from an archive carries its methods as source until compiled.
+            fn = info.sm.__dict__.get("_kiln_method_sources", {}).get(name)
+            if fn is None or name in info.sm._kiln_graphs:
+                return self._graph_sig(info, name, node)
+        else:
+            fn = self._method_function(info, name, node)
         if name in info.compiling:
             raise self.error(node, f"method {name!r} calls itself; recursion is not supported")
-        fn = self._method_function(info, name, node)
         shared = self.method_cache.setdefault(self.type_key(info), {})
         hit = shared.get(name)
         if hit is not None:
@@ -277,7 +284,11 @@ class ModuleCompiler:
         if info.key is None:
             sm = info.sm
             consts = tuple(sorted((k, _hashable_const(v)) for k, v in info.constants.items()))
-            info.key = (type(info.module), consts, tuple(sorted(info.attr_types.items(), key=str)),
+            # Loaded modules are all ScriptModules: their class is the qualified name plus
+            # the method sources the archive gave that class.
+            sources = id(sm.__dict__.get("_kiln_method_sources")) if info.module is sm else None
+            info.key = (type(info.module), sm.qualified_name, sources, consts,
+                        tuple(sorted(info.attr_types.items(), key=str)),
                         tuple((k, self.type_key(v)) for k, v in info.subs.items()),
                         tuple((k, p is None) for k, p in sm._parameters.items()),
                         tuple((k, b is None) for k, b in sm._buffers.items()))
@@ -367,7 +378,8 @@ class ModuleCompiler:
                 return self.inline_function(em, attr.fget, [], {}, node, mv, type(info.module))
             if attr is not None and is_constant(attr):
                 return PyObj(attr)
-        elif name in info.sm._kiln_graphs or name in info.sm.__dict__.get("_kiln_python_methods", {}):
+        elif name in info.sm._kiln_graphs or name in info.sm.__dict__.get("_kiln_python_methods", {}) \
+                or name in info.sm.__dict__.get("_kiln_method_sources", {}):
             return Bound(mv, name)
         if name in sm._modules and sm._modules[name] is None:
             return em.b.constant(None)

@@ -1,0 +1,236 @@
+"""Loaded object tree -> ScriptModules, then their methods compiled from the archive's code.
+
+A pickled module object is checked against its class declaration before anything is built:
+every declared member is present, nothing undeclared is, and each value has its declared type
+(a tensor where ``Tensor`` is declared, an ``int`` where ``int`` is ...).  Parameters and
+buffers are the members the class lists in ``__parameters__`` / ``__buffers__``; submodules
+are members whose type is a module class; the rest are attributes, with their declared types
+kept for compiling and for saving again.  A tensor reached twice (tied weights) becomes one
+``Parameter`` shared by both modules; a module object reached twice is one ScriptModule.
+
+Methods are compiled by Kiln's script compiler, one class at a time: every instance of a
+class gets the method sources of its declaration, and the compiler compiles each method on
+demand (a call from another method first), sharing the graph between instances whose types
+agree, as it does for Python modules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kiln.errors import CompileError, KilnError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
+from kiln.frontend.script.env import SourceFunction
+from kiln.frontend.script.source import Source
+from kiln.ir.types import ClassType, Type
+from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
+from kiln.serialization.pickle import PickledObject
+from kiln.serialization.source import ClassDecl, loaded_class
+
+if TYPE_CHECKING:
+    from kiln.runtime.module import ScriptModule
+    from kiln.serialization.load import ArchiveLoader
+
+
+class ArchiveUnit:
+    """What names in an archive's code may refer to: TorchScript source's builtins, this
+    archive's ``CONSTANTS`` table and its free functions under ``__torch__`` (what
+    :class:`~kiln.frontend.script.CompilationUnit` is for ``kiln.compile``)."""
+
+    def __init__(self, loader: ArchiveLoader) -> None:
+        self.loader = loader
+        self.constants = _Constants(loader.constants)
+        self._namespace: dict[str, Any] = {}
+        self._functions: dict[str, SourceFunction] = {}
+
+    def function(self, qualname: str) -> Any:
+        """The archive's function ``qualname`` as a source function (None if there is none)."""
+        fn = self._functions.get(qualname)
+        if fn is None and qualname in self.loader.functions:
+            from kiln.serialization.upgraders import upgrade
+            filename, fdef = self.loader.functions[qualname]
+            src = Source(self.loader.sources[filename], filename)
+            fdef = upgrade(fdef, self.loader.version)
+            fn = self._functions[qualname] = SourceFunction(fdef.name, src, fdef, self)
+        return fn
+
+    def namespace(self) -> dict[str, Any]:
+        if not self._namespace:
+            from kiln.frontend.script.api import CompilationUnit
+            ns = CompilationUnit().namespace()
+            ns["CONSTANTS"] = self.constants
+            ns["__torch__"] = _ArchiveNames("__torch__", self, ns["__torch__"])
+            from kiln.serialization.upgraders import upgrader_functions
+            ns.update(upgrader_functions(self))
+            self._namespace = ns
+        return self._namespace
+
+
+class _ArchiveNames:
+    """``__torch__.a.b.f`` in an archive's code: the archive's function ``f``, else what the
+    compiler knows by that name (classes, NamedTuples, enums)."""
+
+    def __init__(self, path: str, unit: ArchiveUnit, known: Any) -> None:
+        self._path = path
+        self._unit = unit
+        self._known = known
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        path = f"{self._path}.{name}"
+        fn = self._unit.function(path)
+        if fn is not None:
+            return fn
+        known = getattr(self._known, name)
+        return known if not hasattr(known, "_path") else _ArchiveNames(path, self._unit, known)
+
+
+class _Constants:
+    """``CONSTANTS.cN``: entry ``N`` of constants.pkl."""
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("c") and name[1:].isdigit():
+            i = int(name[1:])
+            if i < len(self._values):
+                return self._values[i]
+        raise AttributeError(f"CONSTANTS has no entry {name!r} (the archive holds {len(self._values)})")
+
+
+class ModuleBuilder:
+    def __init__(self, loader: ArchiveLoader) -> None:
+        self.loader = loader
+        self.unit = ArchiveUnit(loader)
+        self.modules: dict[int, ScriptModule] = {}      # id(PickledObject) -> module
+        self.params: dict[int, torch.nn.Parameter] = {}
+        self.method_sources: dict[str, dict[str, SourceFunction]] = {}
+        self.order: list[ScriptModule] = []
+
+    # -- objects -----------------------------------------------------------------------------
+    def build(self, obj: PickledObject, depth: int = 0) -> ScriptModule:
+        known = self.modules.get(id(obj))
+        if known is not None:
+            return known
+        if depth > MAX_MODULE_DEPTH:
+            raise ResourceLimitExceeded(f"{self.loader.where}/data.pkl: modules nested deeper than "
+                                        f"{MAX_MODULE_DEPTH} levels")
+        from kiln.runtime.module import ScriptModule
+        decl = self.loader._decl(obj.qualname, "data.pkl")
+        if decl.kind != "module":
+            raise UnsupportedFeature(f"{self.loader.where}/data.pkl: objects of {decl.kind} "
+                                     f"{obj.qualname} are not supported yet")
+        if "__setstate__" in decl.methods or "__getstate__" in decl.methods:
+            raise UnsupportedFeature(f"{decl.filename}: class {decl.qualname} defines __setstate__, which "
+                                     "TorchScript runs while loading; Kiln never runs archive code at load")
+        state = self._state(obj, decl)
+        sm = ScriptModule(decl.qualname, _original_name(decl.qualname))
+        self.modules[id(obj)] = sm
+        types = {name: self.loader.type_of(node, decl) for name, node in decl.members}
+        for name, _ in decl.members:
+            self._member(sm, decl, name, types[name], state[name], depth)
+        for cname, value in decl.constants.items():
+            sm._kiln_set_constant(cname, value)
+        sm.__dict__["_kiln_method_sources"] = self._sources(decl)
+        self.order.append(sm)
+        return sm
+
+    def _state(self, obj: PickledObject, decl: ClassDecl) -> dict[str, Any]:
+        state = obj.state
+        where = f"{self.loader.where}/data.pkl: {decl.qualname}"
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise ModelFormatError(f"{where}: object state is not a dict of member names")
+        declared = [n for n, _ in decl.members]
+        missing = [n for n in declared if n not in state]
+        extra = [n for n in state if n not in declared]
+        if missing or extra:
+            raise ModelFormatError(f"{where}: object does not match its class ("
+                                   + (f"missing {missing}" if missing else "")
+                                   + ("; " if missing and extra else "")
+                                   + (f"undeclared {extra}" if extra else "") + ")")
+        for n in decl.parameters + decl.buffers:
+            if n not in declared:
+                raise ModelFormatError(f"{where}: {n!r} is listed as a parameter or buffer but not declared")
+        return state
+
+    def _member(self, sm: ScriptModule, decl: ClassDecl, name: str, t: Type, value: Any, depth: int) -> None:
+        where = f"{self.loader.where}/data.pkl: {decl.qualname}.{name}"
+        if isinstance(t, ClassType) and self.loader.decls.get(t.qualname, None) is not None \
+                and self.loader.decls[t.qualname].kind == "module":
+            if not (isinstance(value, PickledObject) and value.qualname == t.qualname):
+                raise ModelFormatError(f"{where}: expected a {t.qualname} module, found {_kind(value)}")
+            sm.add_module(name, self.build(value, depth + 1))
+            return
+        if not conforms(value, t):
+            raise ModelFormatError(f"{where}: declared {t.annotation()}, found {_kind(value)}")
+        if name == "training":
+            sm.training = bool(value)
+        elif name in decl.parameters and isinstance(value, torch.Tensor):
+            sm.register_parameter(name, self._parameter(value))
+        elif name in decl.buffers and isinstance(value, torch.Tensor):
+            sm.register_buffer(name, value)
+        else:
+            sm._kiln_set_attribute(name, value, t)
+
+    def _parameter(self, t: torch.Tensor) -> torch.nn.Parameter:
+        p = self.params.get(id(t))
+        if p is None:
+            p = self.params[id(t)] = torch.nn.Parameter(t, requires_grad=t.requires_grad)
+        return p
+
+    def _sources(self, decl: ClassDecl) -> dict[str, SourceFunction]:
+        """The method sources of ``decl``: one dict per class, shared by its instances (the
+        compiler shares their graphs)."""
+        known = self.method_sources.get(decl.qualname)
+        if known is None:
+            from kiln.serialization.upgraders import upgrade
+            src = Source(self.loader.sources[decl.filename], decl.filename)
+            known = {name: SourceFunction(name, src, upgrade(fdef, self.loader.version), self.unit)
+                     for name, fdef in decl.methods.items()}
+            self.method_sources[decl.qualname] = known
+        return known
+
+    # -- methods -----------------------------------------------------------------------------
+    def compile_all(self) -> None:
+        from kiln.frontend.script.compiler import Compiler
+        comp = Compiler()
+        try:
+            for sm in self.order:
+                info = comp.module_info(sm)
+                for name in sm.__dict__["_kiln_method_sources"]:
+                    comp.method_sig(info, name, None)
+        except KilnError:
+            raise
+        except (RecursionError, MemoryError) as e:
+            raise ResourceLimitExceeded(f"{self.loader.where}/code: too deep or too large to compile "
+                                        f"({type(e).__name__})") from None
+        except Exception as e:   # a bug in Kiln's compiler must not look like a crash of the load
+            raise CompileError(f"{self.loader.where}/code: Kiln could not compile the archive's code "
+                               f"(internal error {type(e).__name__}: {e})", cause="internal error") from e
+        finally:
+            for sm in self.order:
+                sm.__dict__.pop("_kiln_method_sources", None)
+        self._remember_sources()
+
+    def _remember_sources(self) -> None:
+        """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
+        qualnames = {id(sm): sm.qualified_name for sm in self.order}
+        for sm in self.order:
+            decl = self.loader.decls[sm.qualified_name]
+            record = loaded_class(sm, decl, self.loader.sources[decl.filename], self.loader.constants,
+                                  qualnames)
+            if record is not None:
+                sm.__dict__["_kiln_archive_class"] = record
+
+
+def _original_name(qualname: str) -> str:
+    return qualname.rpartition(".")[2]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, PickledObject):
+        return f"an object of {value.qualname}"
+    return type(value).__name__

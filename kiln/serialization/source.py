@@ -1,0 +1,489 @@
+"""The ``code/`` half of an archive: class definitions as TorchScript source, both ways.
+
+Writing
+    Every :class:`~kiln.runtime.module.ScriptModule` of a tree becomes a class definition in the
+    file named by its qualified name (``__torch__.a.b.Cls`` lives in ``code/__torch__/a/b.py``)::
+
+        class Cls(Module):
+          __parameters__ = ["weight", ]
+          __buffers__ = []
+          weight : Tensor
+          training : bool
+          k : int
+          in_features : Final[int] = 3
+          sub : __torch__.Sub
+          def forward(self: __torch__.a.b.Cls,
+            x: Tensor) -> Tensor:
+            ...
+
+    Method bodies are the ``.code`` view (:mod:`kiln.ir.pycode`); tensors and other values
+    without a literal become ``CONSTANTS.cN`` entries of one table for the whole archive.
+    Instances whose class text is identical share one class; when two instances of one Python
+    class differ (other constants, other traced graphs), the later ones get a mangled name,
+    ``__torch__.a.b.___torch_mangle_N.Cls``, TorchScript's spelling.
+
+Reading
+    :func:`parse_code_file` reads one file with :func:`ast.parse` -- a syntax tree only; nothing
+    is compiled to bytecode or run -- after checking its size, encoding and nesting depth, and
+    returns a :class:`ClassDecl` per class: its kind (module, NamedTuple, enum, interface or
+    plain class), members in declaration order, ``Final`` constants and method definitions.
+    The method bodies are compiled later by Kiln's own script compiler.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from kiln.errors import CompileError, KilnError, ResourceLimitExceeded
+from kiln.ir.pycode import graph_to_code, literal
+from kiln.ir.types import TENSOR, BoolType, NoneType, Type, type_of_value
+from kiln.serialization.limits import Limits
+
+if TYPE_CHECKING:
+    from kiln.runtime.module import ScriptModule
+
+MANGLE = "___torch_mangle_"
+
+
+def code_path(qualname: str) -> str:
+    """The record holding class ``qualname``: its prefix as a path (``code/__torch__/a.py``)."""
+    prefix = qualname.rpartition(".")[0]
+    return "code/" + prefix.replace(".", "/") + ".py"
+
+
+def valid_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and name.isascii()
+
+
+def valid_member_name(name: str) -> bool:
+    """Member names an archive may hold: identifiers, and the digit names of ``Sequential`` /
+    ``ModuleList`` children (written as ``__annotations__["0"] = T``).  Nothing else -- no
+    dots, slashes, quotes or control characters -- ever reaches a file or generated code."""
+    return 0 < len(name) <= 256 and name.isascii() and all(c.isalnum() or c == "_" for c in name) \
+        and not keyword.iskeyword(name)
+
+
+def valid_qualname(qualname: str) -> bool:
+    parts = qualname.split(".")
+    return len(parts) >= 2 and parts[0] == "__torch__" and all(valid_name(p) for p in parts)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+@dataclass
+class Member:
+    """One member of a module class, in declaration (and pickling) order."""
+    name: str
+    type: Type
+    kind: str      # "parameter", "buffer", "attribute", "module"
+    value: Any     # the tensor, plain value or submodule
+
+
+def module_members(sm: ScriptModule) -> list[Member]:
+    """Parameters, buffers, ``training``, plain attributes (None-valued parameters, buffers and
+    submodules among them, as ``NoneType``), then submodules -- the order both halves of an
+    archive use, and the order a loaded module is rebuilt in (so saving it again gives the
+    same bytes)."""
+    out = [Member(n, TENSOR, "parameter", p) for n, p in sm._parameters.items() if p is not None]
+    out += [Member(n, TENSOR, "buffer", b) for n, b in sm._buffers.items() if b is not None]
+    out.append(Member("training", BoolType, "attribute", sm.training))
+    empty = [n for d in (sm._parameters, sm._buffers, sm._modules) for n, v in d.items() if v is None]
+    out += [Member(n, NoneType, "attribute", None) for n in empty]
+    declared = sm.__dict__["_kiln_attr_types"]
+    for name in sm._kiln_attributes:
+        value = sm.__dict__.get(name)
+        t = declared.get(name) or _plain_type(type_of_value(value))
+        out.append(Member(name, t, "attribute", value))
+    out += [Member(n, TENSOR, "module", m) for n, m in sm._modules.items() if m is not None]
+    return out
+
+
+def _plain_type(t: Type) -> Type:
+    from kiln.frontend.script.modules import _plain
+    return _plain(t)
+
+
+def annotation(t: Type) -> str:
+    return "NoneType" if t == NoneType else t.annotation()
+
+
+@dataclass
+class ClassWriter:
+    """Collects the class definitions of a module tree (see the module docstring)."""
+
+    constants: list[Any] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)          # qualname -> class text
+    qualnames: dict[int, str] = field(default_factory=dict)      # id(ScriptModule) -> qualname
+
+    def add_tree(self, root: ScriptModule) -> str:
+        """Define the classes of ``root``'s tree (submodules first); ``root``'s qualname."""
+        for sm in _post_order(root):
+            if id(sm) not in self.qualnames:
+                self.qualnames[id(sm)] = self._define(sm)
+        return self.qualnames[id(root)]
+
+    def _define(self, sm: ScriptModule) -> str:
+        base = sm.qualified_name
+        if not valid_qualname(base):
+            raise KilnError(f"cannot save module {sm.original_name!r}: its class name {base!r} is not "
+                            "a valid TorchScript qualified name")
+        prefix, _, name = base.rpartition(".")
+        n = 0
+        candidate = base
+        while True:
+            text = self._class_text(sm, candidate)
+            known = self.texts.get(candidate)
+            if known is None:
+                self.texts[candidate] = text
+                return candidate
+            if known == text:
+                return candidate
+            candidate = f"{prefix}.{MANGLE}{n}.{name}"
+            n += 1
+
+    def _class_text(self, sm: ScriptModule, qualname: str) -> str:
+        members = module_members(sm)
+        loaded = sm.__dict__.get("_kiln_archive_class")
+        if isinstance(loaded, LoadedClass) and loaded.still_describes(sm, qualname, members, self.qualnames):
+            return loaded.text_for(self.constants)
+        name = qualname.rpartition(".")[2]
+        lines = [f"class {name}(Module):",
+                 "  __parameters__ = [" + "".join(f'"{m.name}", ' for m in members
+                                                   if m.kind == "parameter") + "]",
+                 "  __buffers__ = [" + "".join(f'"{m.name}", ' for m in members if m.kind == "buffer") + "]"]
+        for m in members:
+            _check_member_name(sm, m.name)
+            t = self.qualnames[id(m.value)] if m.kind == "module" else annotation(m.type)
+            lines.append(f"  {m.name} : {t}" if valid_name(m.name)
+                         else f'  __annotations__["{m.name}"] = {t}')
+        for cname, value in sm.__dict__["_kiln_constants"].items():
+            text = literal(value)
+            if text is not None and valid_name(cname):
+                lines.append(f"  {cname} : Final[{annotation(_plain_type(type_of_value(value)))}] = {text}")
+        for mname, graph in sm._kiln_graphs.items():
+            if not valid_name(mname):
+                raise KilnError(f"cannot save method {mname!r} of {sm.original_name!r}: not an identifier")
+            _check_saveable(sm, mname, graph)
+            code = graph_to_code(graph, mname, constants=self.constants,
+                                 defaults=sm.__dict__["_kiln_defaults"].get(mname), self_type=qualname)
+            lines += ["  " + line for line in code.rstrip("\n").split("\n")]
+        return "\n".join(lines) + "\n"
+
+    def files(self) -> dict[str, str]:
+        """Record name -> source text, classes in the order they were defined."""
+        out: dict[str, str] = {}
+        for qualname, text in self.texts.items():
+            path = code_path(qualname)
+            out[path] = out.get(path, "") + text
+        return out
+
+
+@dataclass
+class LoadedClass:
+    """The class text a module was loaded from, kept so that saving the module again -- unchanged
+    -- writes that text rather than a new print of its recompiled graphs (which need not be
+    the same text: printing is not a fixed point of compiling).  Saving reuses it only while it
+    still describes the module: same qualified name, same members and submodule classes, and
+    the very graphs compiled from it."""
+
+    qualname: str
+    text: str
+    members: list[tuple[str, str, str]]          # (name, kind, type annotation)
+    graphs: dict[str, Any]                       # method name -> the graph compiled at load
+    constants: dict[int, Any]                    # CONSTANTS index in ``text`` -> the value
+
+    def still_describes(self, sm: ScriptModule, qualname: str, members: list[Member],
+                        qualnames: dict[int, str]) -> bool:
+        if qualname != self.qualname or set(self.graphs) != set(sm._kiln_graphs):
+            return False
+        if any(sm._kiln_graphs[n] is not g for n, g in self.graphs.items()):
+            return False
+        return _member_signature(members, qualnames) == self.members
+
+    def text_for(self, table: list[Any]) -> str:
+        """The text with its ``CONSTANTS.cN`` references renumbered into ``table`` (values are
+        found by identity, appended when new)."""
+        if not self.constants:
+            return self.text
+        index = {id(v): i for i, v in enumerate(table)}
+        lines = self.text.split("\n")
+        refs = _constant_refs(self.text)
+        for line, start, end, old in sorted(refs, reverse=True):
+            value = self.constants[old]
+            new = index.get(id(value))
+            if new is None:
+                new = index[id(value)] = len(table)
+                table.append(value)
+            row = lines[line - 1]
+            lines[line - 1] = row[:start] + f"CONSTANTS.c{new}" + row[end:]
+        return "\n".join(lines)
+
+
+def _member_signature(members: list[Member], qualnames: dict[int, str]) -> list[tuple[str, str, str]]:
+    return [(m.name, m.kind, qualnames.get(id(m.value), "?") if m.kind == "module" else annotation(m.type))
+            for m in members]
+
+
+def _constant_refs(text: str) -> list[tuple[int, int, int, int]]:
+    """Every ``CONSTANTS.cN`` in ``text``: (line, start column, end column, N)."""
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "CONSTANTS" and node.attr[1:].isdigit() \
+                and node.end_col_offset is not None:
+            out.append((node.lineno, node.col_offset, node.end_col_offset, int(node.attr[1:])))
+    return out
+
+
+def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tuple[Any, ...],
+                 qualnames: dict[int, str]) -> Optional[LoadedClass]:
+    """What :class:`LoadedClass` records for ``sm``, just loaded from ``decl`` (None when the
+    class text cannot be cut out of its file cleanly)."""
+    node = decl.node
+    if node is None or node.end_lineno is None:
+        return None
+    lines = source.split("\n")[node.lineno - 1:node.end_lineno]
+    if not lines or lines[0].startswith((" ", "\t")) or "\r" in "".join(lines):
+        return None
+    text = "\n".join(lines) + "\n"
+    refs = {n for _, _, _, n in _constant_refs(text)}
+    if any(n >= len(constants) for n in refs):
+        return None
+    return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
+                       dict(sm._kiln_graphs), {n: constants[n] for n in refs})
+
+
+def _post_order(root: ScriptModule) -> Iterator[ScriptModule]:
+    """Every ScriptModule of the tree once, submodules before their parent (iteratively)."""
+    from kiln.runtime.module import ScriptModule
+    seen: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        m, expanded = stack.pop()
+        if expanded:
+            yield m
+            continue
+        if id(m) in seen:
+            continue
+        if not isinstance(m, ScriptModule):
+            raise KilnError(f"cannot save submodule of type {type(m).__name__}: only Kiln modules "
+                            "(from kiln.script or kiln.trace) can be saved")
+        seen.add(id(m))
+        stack.append((m, True))
+        for child in reversed([c for c in m._modules.values() if c is not None]):
+            stack.append((child, False))
+
+
+def _check_member_name(sm: ScriptModule, name: str) -> None:
+    if not valid_member_name(name):
+        raise KilnError(f"cannot save module {sm.original_name!r}: member name {name!r} is not a "
+                        "Python identifier")
+
+
+def _check_saveable(sm: ScriptModule, name: str, graph: Any) -> None:
+    for node in graph.all_nodes():
+        if node.kind == "prim::kiln_python_call":
+            fn = node.attrs.get("fn")
+            raise KilnError(f"cannot save method {sm.original_name}.{name}: it calls the Python method "
+                            f"{getattr(fn, '__name__', '?')!r} (marked @ignore), which has no "
+                            "TorchScript code; mark it @unused or make it scriptable")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+@dataclass
+class ClassDecl:
+    """One class of an archive's ``code/``."""
+    qualname: str
+    kind: str                                   # "module", "class", "namedtuple", "enum", "interface"
+    filename: str
+    members: list[tuple[str, ast.expr]] = field(default_factory=list)   # name, type expression
+    parameters: list[str] = field(default_factory=list)
+    buffers: list[str] = field(default_factory=list)
+    constants: dict[str, Any] = field(default_factory=dict)
+    enum_values: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, ast.FunctionDef] = field(default_factory=dict)
+    node: Optional[ast.ClassDef] = None
+
+
+_BASES = {"Module": "module", "NamedTuple": "namedtuple", "Enum": "enum", "Interface": "interface",
+          "ModuleInterface": "interface"}
+
+
+@dataclass
+class CodeFile:
+    """One parsed ``code/`` record: its text, classes and free functions by qualified name."""
+    source: str
+    classes: dict[str, ClassDecl] = field(default_factory=dict)
+    functions: dict[str, ast.FunctionDef] = field(default_factory=dict)
+
+
+def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits) -> CodeFile:
+    """Parse record ``filename``, whose definitions have qualified-name prefix ``prefix``."""
+    source = _decode(text, filename)
+    tree = _parse(source, filename)
+    _check_depth(tree, filename, limits.max_ast_depth)
+    out = CodeFile(source)
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue                                   # old archives import what they use
+        if isinstance(stmt, ast.Assign) and _is_version_assign(stmt):
+            continue                                   # `op_version_set = N` (old archives)
+        if not isinstance(stmt, (ast.ClassDef, ast.FunctionDef)):
+            raise _error(filename, stmt, "only class and function definitions may appear at the top "
+                                         f"level of an archive's code, found {type(stmt).__name__}")
+        qualname = f"{prefix}.{stmt.name}"
+        if qualname in out.classes or qualname in out.functions:
+            raise _error(filename, stmt, f"{qualname} is defined twice")
+        if isinstance(stmt, ast.FunctionDef):
+            if not valid_name(stmt.name):
+                raise _error(filename, stmt, f"function name {stmt.name!r} is not valid")
+            out.functions[qualname] = stmt
+        else:
+            out.classes[qualname] = _class_decl(stmt, qualname, filename)
+    return out
+
+
+def _decode(text: bytes, filename: str) -> str:
+    try:
+        source = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CompileError(f"{filename}: not UTF-8 text (byte {e.start})", cause="not UTF-8",
+                           filename=filename) from None
+    if "\x00" in source:
+        line = source.count("\n", 0, source.index("\x00")) + 1
+        raise CompileError(f"{filename}:{line}: NUL character in source", cause="NUL in source",
+                           filename=filename, lineno=line)
+    return source.lstrip("\ufeff")
+
+
+def _parse(source: str, filename: str) -> ast.Module:
+    try:
+        return ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        raise CompileError(f"{filename}:{e.lineno}:{e.offset}: syntax error: {e.msg}",
+                           cause=f"syntax error: {e.msg}", filename=filename, lineno=e.lineno or 0) from None
+    except (RecursionError, MemoryError, ValueError) as e:
+        raise ResourceLimitExceeded(f"{filename}: source too deeply nested or too large to parse "
+                                    f"({type(e).__name__})") from None
+
+
+def _check_depth(tree: ast.AST, filename: str, max_depth: int) -> None:
+    """Reject trees nested deeper than ``max_depth`` (walked iteratively: the compiler that
+    reads them later recurses)."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            line = getattr(node, "lineno", 0)
+            raise ResourceLimitExceeded(f"{filename}:{line}: code nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _is_version_assign(stmt: ast.Assign) -> bool:
+    return (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id == "op_version_set" and isinstance(stmt.value, ast.Constant))
+
+
+def _error(filename: str, node: ast.AST, message: str) -> CompileError:
+    line = getattr(node, "lineno", 0)
+    return CompileError(f"{filename}:{line}: {message}", cause=message, filename=filename, lineno=line)
+
+
+def _class_decl(cls: ast.ClassDef, qualname: str, filename: str) -> ClassDecl:
+    kind = "class"
+    for b in cls.bases:
+        name = b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
+        if name not in _BASES:
+            raise _error(filename, b, f"class {cls.name}: unknown base class {ast.unparse(b)!r}")
+        kind = _BASES[name]
+    if not valid_name(cls.name):
+        raise _error(filename, cls, f"class name {cls.name!r} is not valid")
+    decl = ClassDecl(qualname, kind, filename, node=cls)
+    for stmt in cls.body:
+        _class_statement(decl, stmt, filename)
+    return decl
+
+
+def _class_statement(decl: ClassDecl, stmt: ast.stmt, filename: str) -> None:
+    if isinstance(stmt, ast.FunctionDef):
+        if stmt.name in decl.methods:
+            raise _error(filename, stmt, f"method {stmt.name} is defined twice")
+        decl.methods[stmt.name] = stmt
+    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        _annotated_member(decl, stmt, stmt.target.id, filename)
+    elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        _assigned_member(decl, stmt, stmt.targets[0].id, filename)
+    elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and _annotations_key(stmt.targets[0]):
+        name = _annotations_key(stmt.targets[0])
+        if any(n == name for n, _ in decl.members):
+            raise _error(filename, stmt, f"member {name} of {decl.qualname} is declared twice")
+        decl.members.append((name, stmt.value))
+    elif isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+        return
+    else:
+        raise _error(filename, stmt, f"unexpected {type(stmt).__name__} in the body of class "
+                                     f"{decl.qualname}")
+
+
+def _annotations_key(target: ast.expr) -> str:
+    """``"0"`` for the target ``__annotations__["0"]`` (a member whose name is not an
+    identifier), else ``""``."""
+    if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) \
+            and target.value.id == "__annotations__" and isinstance(target.slice, ast.Constant) \
+            and isinstance(target.slice.value, str) and valid_member_name(target.slice.value):
+        return target.slice.value
+    return ""
+
+
+def _annotated_member(decl: ClassDecl, stmt: ast.AnnAssign, name: str, filename: str) -> None:
+    if not valid_member_name(name):
+        raise _error(filename, stmt, f"member name {name!r} is not valid")
+    ann = stmt.annotation
+    final = isinstance(ann, ast.Subscript) and isinstance(ann.value, ast.Name) and ann.value.id == "Final"
+    if final:
+        if stmt.value is None:
+            raise _error(filename, stmt, f"constant {name} has no value")
+        decl.constants[name] = _literal_value(stmt.value, filename)
+        return
+    if stmt.value is not None:
+        raise _error(filename, stmt, f"member {name} of {decl.qualname} has a value but is not Final")
+    if any(n == name for n, _ in decl.members):
+        raise _error(filename, stmt, f"member {name} of {decl.qualname} is declared twice")
+    decl.members.append((name, ann))
+
+
+def _assigned_member(decl: ClassDecl, stmt: ast.Assign, name: str, filename: str) -> None:
+    if name in ("__parameters__", "__buffers__"):
+        names = _literal_value(stmt.value, filename)
+        if not isinstance(names, list) or not all(isinstance(n, str) and valid_member_name(n) for n in names):
+            raise _error(filename, stmt, f"{name} must be a list of member names")
+        (decl.parameters if name == "__parameters__" else decl.buffers).extend(names)
+        return
+    if name == "__annotations__":
+        return
+    if decl.kind == "enum" and valid_name(name):
+        decl.enum_values[name] = _literal_value(stmt.value, filename)
+        return
+    raise _error(filename, stmt, f"unexpected assignment to {name} in class {decl.qualname}")
+
+
+def _literal_value(node: ast.expr, filename: str) -> Any:
+    """A literal (numbers, strings, None, tuples and lists of them) -- read from the syntax
+    tree, never evaluated."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        v = _literal_value(node.operand, filename)
+        if isinstance(v, (int, float, complex)) and not isinstance(v, bool):
+            return -v
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_literal_value(e, filename) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
+        return float(node.id)
+    raise _error(filename, node, f"expected a literal, found {type(node).__name__}")

@@ -378,3 +378,27 @@ def _fast_binding(schema: Schema) -> tuple[Any, tuple[str, ...], str]:
 
 registry = Registry()
 
+
+# Libraries that register custom operators, by namespace: the hint an unknown ``ns::op`` gets.
+# Kiln never loads a library itself (an archive cannot make it run code): the caller imports
+# the package, which registers its operators with the dispatcher, before loading.
+OPERATOR_LIBRARIES = {
+    "torchvision": "torchvision (pip install torchvision; import torchvision)",
+    "torchaudio": "torchaudio (pip install torchaudio; import torchaudio)",
+    "torchtext": "torchtext (import torchtext)",
+    "fbgemm": "fbgemm_gpu (import fbgemm_gpu)",
+    "detectron2": "detectron2 (import detectron2)",
+}
+
+
+def missing_operator_hint(name: str) -> str:
+    """What to say about the unknown operator ``ns::op``: which library provides it."""
+    ns = name.partition("::")[0]
+    if ns in ("aten", "prim"):
+        return ""
+    lib = OPERATOR_LIBRARIES.get(ns)
+    if lib is not None:
+        return f"; it is provided by {lib}: import that library before compiling or loading"
+    return (f"; no library has registered operators in namespace {ns!r}: load the library that "
+            f"defines it (import its Python package, or torch.ops.load_library(path)) first")
+

@@ -16,6 +16,9 @@ agree, as it does for Python modules.
 
 from __future__ import annotations
 
+import ast
+import enum
+import operator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,14 +26,20 @@ import torch
 from kiln.errors import CompileError, KilnError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
 from kiln.frontend.script.env import SourceFunction
 from kiln.frontend.script.source import Source
-from kiln.ir.types import ClassType, Type
+from kiln.ir.types import ClassType, EnumType, OptionalType, Type
 from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
-from kiln.serialization.pickle import PickledObject
+from kiln.serialization.pickle import PickledEnum, PickledObject
 from kiln.serialization.source import ClassDecl, loaded_class
 
 if TYPE_CHECKING:
     from kiln.runtime.module import ScriptModule
     from kiln.serialization.load import ArchiveLoader
+
+
+# Operators that touch the file system or the process; code from an archive may not call them.
+DENIED_OPERATORS = {
+    "aten::from_file": "maps (and with shared=True creates) a file named by the archive",
+}
 
 
 class ArchiveUnit:
@@ -43,6 +52,7 @@ class ArchiveUnit:
         self.constants = _Constants(loader.constants)
         self._namespace: dict[str, Any] = {}
         self._functions: dict[str, SourceFunction] = {}
+        self._types: dict[str, Any] = {}
 
     def function(self, qualname: str) -> Any:
         """The archive's function ``qualname`` as a source function (None if there is none)."""
@@ -55,6 +65,30 @@ class ArchiveUnit:
             fn = self._functions[qualname] = SourceFunction(fdef.name, src, fdef, self)
         return fn
 
+    def type_class(self, qualname: str) -> Any:
+        """A Python class standing for the archive's NamedTuple or enum ``qualname`` (None if
+        the archive defines no such type), made once per load without running any code:
+        ``type()`` for a NamedTuple (fields and their annotations as text), ``enum.Enum``'s
+        functional form for an enum."""
+        known = self._types.get(qualname)
+        decl = self.loader.decls.get(qualname)
+        if known is not None or decl is None or decl.kind not in ("namedtuple", "enum"):
+            return known
+        prefix, _, name = qualname.rpartition(".")
+        module = "__main__" if prefix == "__torch__" else prefix[len("__torch__."):]
+        cls: Any
+        if decl.kind == "enum":
+            make_enum: Any = enum.Enum     # the functional form (a class built by type(), no code run)
+            cls = make_enum(name, list(decl.enum_values.items()), module=module, qualname=name)
+        else:
+            fields = tuple(n for n, _ in decl.members)
+            hints = {n: ast.unparse(node) for n, node in decl.members}
+            body: dict[str, Any] = {f: property(operator.itemgetter(i)) for i, f in enumerate(fields)}
+            body.update(_fields=fields, __annotations__=hints, __module__=module, __qualname__=name)
+            cls = type(name, (_ArchiveTuple,), body)
+        self._types[qualname] = cls
+        return cls
+
     def namespace(self) -> dict[str, Any]:
         if not self._namespace:
             from kiln.frontend.script.api import CompilationUnit
@@ -65,6 +99,20 @@ class ArchiveUnit:
             ns.update(upgrader_functions(self))
             self._namespace = ns
         return self._namespace
+
+
+class _ArchiveTuple(tuple[Any, ...]):
+    """Base of the NamedTuple classes made for an archive's NamedTuple types."""
+
+    _fields: tuple[str, ...] = ()
+
+    def __new__(cls, *args: Any) -> _ArchiveTuple:
+        if len(args) != len(cls._fields):
+            raise TypeError(f"{cls.__name__} takes {len(cls._fields)} fields, got {len(args)}")
+        return super().__new__(cls, args)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(f"{f}={v!r}" for f, v in zip(self._fields, self)) + ")"
 
 
 class _ArchiveNames:
@@ -80,9 +128,9 @@ class _ArchiveNames:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         path = f"{self._path}.{name}"
-        fn = self._unit.function(path)
-        if fn is not None:
-            return fn
+        found = self._unit.function(path) or self._unit.type_class(path)
+        if found is not None:
+            return found
         known = getattr(self._known, name)
         return known if not hasattr(known, "_path") else _ArchiveNames(path, self._unit, known)
 
@@ -164,6 +212,7 @@ class ModuleBuilder:
                 raise ModelFormatError(f"{where}: expected a {t.qualname} module, found {_kind(value)}")
             sm.add_module(name, self.build(value, depth + 1))
             return
+        value = self._enums(value, t, where)
         if not conforms(value, t):
             raise ModelFormatError(f"{where}: declared {t.annotation()}, found {_kind(value)}")
         if name == "training":
@@ -174,6 +223,20 @@ class ModuleBuilder:
             sm.register_buffer(name, value)
         else:
             sm._kiln_set_attribute(name, value, t)
+
+    def _enums(self, value: Any, t: Type, where: str) -> Any:
+        """An attribute of an enum type: the pickled value becomes the enum member."""
+        if not isinstance(t, EnumType) and not (isinstance(t, OptionalType) and isinstance(t.elem, EnumType)):
+            return value
+        if not isinstance(value, PickledEnum):
+            return value
+        cls = self.unit.type_class(value.qualname)
+        if cls is None:
+            raise ModelFormatError(f"{where}: enum {value.qualname} is not defined in the archive's code")
+        try:
+            return cls(value.value)
+        except (ValueError, TypeError):
+            raise ModelFormatError(f"{where}: {value.value!r} is not a member of {value.qualname}") from None
 
     def _parameter(self, t: torch.Tensor) -> torch.nn.Parameter:
         p = self.params.get(id(t))
@@ -213,7 +276,18 @@ class ModuleBuilder:
         finally:
             for sm in self.order:
                 sm.__dict__.pop("_kiln_method_sources", None)
+        self._check_operators()
         self._remember_sources()
+
+    def _check_operators(self) -> None:
+        """Refuse operators an archive must not reach (:data:`DENIED_OPERATORS`)."""
+        for sm in self.order:
+            for name, graph in sm._kiln_graphs.items():
+                for node in graph.all_nodes():
+                    why = DENIED_OPERATORS.get(node.kind)
+                    if why is not None:
+                        raise UnsupportedFeature(f"{self.loader.where}/code: {sm.qualified_name}.{name} "
+                                                 f"calls {node.kind}, which {why}; Kiln does not load it")
 
     def _remember_sources(self) -> None:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""

@@ -23,6 +23,7 @@ never returned.
 from __future__ import annotations
 
 import ast
+import enum
 import os
 import re
 from collections.abc import MutableMapping
@@ -45,6 +46,7 @@ from kiln.ir.types import (
     ComplexType,
     DeviceType,
     DictType,
+    EnumType,
     FloatType,
     IntType,
     ListType,
@@ -225,6 +227,16 @@ class ArchiveLoader:
         except KilnError as e:
             raise CompileError(f"{decl.filename}:{node.lineno}: bad type {text!r}: {e}",
                                cause="bad type", filename=decl.filename, lineno=node.lineno) from None
+        return self._archive_type(t)
+
+    def _archive_type(self, t: Type) -> Type:
+        """``t`` with the archive's enum classes as enum types (the type parser sees only names)."""
+        if isinstance(t, OptionalType):
+            return OptionalType(self._archive_type(t.elem))
+        if isinstance(t, ClassType):
+            decl = self.decls.get(t.qualname)
+            if decl is not None and decl.kind == "enum":
+                return EnumType(t.qualname)
         return t
 
 
@@ -259,6 +271,9 @@ def conforms(value: Any, t: Type) -> bool:
                                                for k, v in value.items())
     if isinstance(t, ClassType):
         return isinstance(value, PickledObject) and value.qualname == t.qualname
+    if isinstance(t, EnumType):
+        return isinstance(value, enum.Enum) and type(value).__module__ is not None \
+            and t.qualname.endswith("." + type(value).__name__)
     return False
 
 

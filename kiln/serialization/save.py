@@ -35,6 +35,7 @@ from kiln.ir.types import (
     ComplexType,
     DeviceType,
     DictType,
+    EnumType,
     FloatType,
     IntType,
     ListType,
@@ -45,7 +46,7 @@ from kiln.ir.types import (
     Type,
 )
 from kiln.serialization.archive import ArchiveWriter, atomic_write
-from kiln.serialization.pickle import Call, PickledObject, dump_pickle
+from kiln.serialization.pickle import Call, PickledEnum, PickledObject, dump_pickle
 from kiln.serialization.source import ClassWriter, annotation, module_members, valid_name
 from kiln.serialization.tensors import TensorWriter
 
@@ -71,6 +72,7 @@ def serialize(module: Any, extra_files: Optional[Mapping[str, Union[str, bytes]]
                         f"got {type(module).__name__}; compile it with kiln.script first")
     classes = ClassWriter()
     classes.add_tree(module)
+    classes.add_types(module)
     data = TensorWriter()
     state = _Pickler(classes, data).module(module)
     consts = TensorWriter()
@@ -158,6 +160,8 @@ class _Pickler:
             return self.tensor(v)
         if t in (IntType, FloatType, BoolType, StrType):
             return v
+        if isinstance(t, EnumType):
+            return PickledEnum(t.qualname, v.value)
         if t == DeviceType:
             return Call("torch", "device", (str(v),))
         if t == ComplexType:

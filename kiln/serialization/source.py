@@ -33,6 +33,7 @@ Reading
 from __future__ import annotations
 
 import ast
+import enum
 import keyword
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,21 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from kiln.errors import CompileError, KilnError, ResourceLimitExceeded
 from kiln.ir.pycode import graph_to_code, literal
-from kiln.ir.types import TENSOR, BoolType, NoneType, Type, type_of_value
+from kiln.ir.types import (
+    TENSOR,
+    BoolType,
+    DictType,
+    EnumType,
+    FutureType,
+    ListType,
+    NamedTupleType,
+    NoneType,
+    OptionalType,
+    TupleType,
+    Type,
+    UnionType,
+    type_of_value,
+)
 from kiln.serialization.limits import Limits
 
 if TYPE_CHECKING:
@@ -173,6 +188,33 @@ class ClassWriter:
             lines += ["  " + line for line in code.rstrip("\n").split("\n")]
         return "\n".join(lines) + "\n"
 
+    def add_types(self, root: ScriptModule) -> None:
+        """Define the NamedTuples and enums the methods of ``root``'s tree use (in the order
+        their graphs mention them)."""
+        for sm in _post_order(root):
+            for m in module_members(sm):
+                for t in _nested_types(m.type):
+                    self._define_type(t)
+            for graph in sm._kiln_graphs.values():
+                for t in _graph_types(graph):
+                    self._define_type(t)
+
+    def _define_type(self, t: NamedTupleType | EnumType) -> None:
+        if t.qualname in self.texts:
+            return
+        if not valid_qualname(t.qualname):
+            raise KilnError(f"cannot save type {t.qualname!r}: not a valid qualified name")
+        name = t.qualname.rpartition(".")[2]
+        if isinstance(t, NamedTupleType):
+            for _, ft in t.fields:
+                for inner in _nested_types(ft):
+                    self._define_type(inner)
+            fields = "".join(f"  {f} : {annotation(ft)}\n" for f, ft in t.fields)
+            self.texts[t.qualname] = f"class {name}(NamedTuple):\n" + (fields or "  pass\n")
+            return
+        if isinstance(t, EnumType):
+            self.texts[t.qualname] = f"class {name}(Enum):\n" + _enum_body(t)
+
     def files(self) -> dict[str, str]:
         """Record name -> source text, classes in the order they were defined."""
         out: dict[str, str] = {}
@@ -255,6 +297,45 @@ def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tupl
         return None
     return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
                        dict(sm._kiln_graphs), {n: constants[n] for n in refs})
+
+
+def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType]:
+    """The NamedTuple and enum types inside ``t`` (itself included)."""
+    stack = [t]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, (NamedTupleType, EnumType)):
+            yield cur
+        elif isinstance(cur, (ListType, OptionalType, FutureType)):
+            stack.append(cur.elem)
+        elif isinstance(cur, (TupleType, UnionType)):
+            stack.extend(reversed(cur.elems))
+        elif isinstance(cur, DictType):
+            stack += [cur.value, cur.key]
+
+
+def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType]:
+    values = list(graph.inputs)
+    for node in graph.all_nodes():
+        values += node.outputs
+        for block in node.blocks:
+            values += block.inputs
+    for v in values:
+        yield from _nested_types(v.type)
+
+
+def _enum_body(t: EnumType) -> str:
+    from kiln.frontend.script.compiler import KNOWN_TYPES
+    cls = KNOWN_TYPES.get(t.qualname)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, enum.Enum):
+        raise KilnError(f"cannot save enum {t.qualname}: its members are unknown")
+    lines = []
+    for member in cls:
+        text = literal(member.value)
+        if text is None or not valid_name(member.name):
+            raise KilnError(f"cannot save enum {t.qualname}: member {member.name} has no literal value")
+        lines.append(f"  {member.name} = {text}\n")
+    return "".join(lines) or "  pass\n"
 
 
 def _post_order(root: ScriptModule) -> Iterator[ScriptModule]:

@@ -8,8 +8,9 @@ TorchScript can read their source.
 # TorchScript reads typing.List/Dict/Tuple (not List[...]) in class annotations; no future import.
 # ruff: noqa: UP006, UP035
 
+import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -317,6 +318,32 @@ class NoneBias(nn.Module):
         return self.fc(x)
 
 
+class Stats(NamedTuple):
+    mean: Tensor
+    count: int
+
+
+class NamedOut(nn.Module):
+    def forward(self, x: Tensor) -> Stats:
+        return Stats(x.mean(0), x.size(0))
+
+
+class Mode(enum.Enum):
+    FAST = 1
+    SLOW = 2
+
+
+class EnumAttr(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = Mode.SLOW
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == Mode.FAST:
+            return x
+        return x * 10
+
+
 PROGRAMS = [
     Program("mlp_traced", MLP, "trace", _x(2, 4)),
     Program("mlp_scripted", MLP, "script", _x(2, 4)),
@@ -351,5 +378,7 @@ PROGRAMS = [
     Program("gelu", Gelu, "script", _x(4)),
     Program("tuple_attr", TupleAttr, "script", _x(3)),
     Program("no_bias", NoneBias, "script", _x(2, 4)),
+    Program("namedtuple_out", NamedOut, "script", _x(3, 2)),
+    Program("enum_attr", EnumAttr, "script", _x(3)),
     Program("extra_files", MLP, "script", _x(1, 4), extra_files={"meta.json": '{"v": 1}', "notes.txt": "hi"}),
 ]

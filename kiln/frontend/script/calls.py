@@ -150,7 +150,8 @@ class CallMixin(EmitterBase):
                           [f"{k}={v.type.annotation()}" for k, v in kwargs.items()])
         overloads = registry.overloads(name)
         if not overloads:
-            return f"unknown operator {name}"
+            from kiln.ir.ops import missing_operator_hint
+            return f"unknown operator {name}{missing_operator_hint(name)}"
         from kiln.frontend.script.exprs import optional_hint
         shown = "\n".join(f"    {o.schema}" for o in overloads[:8])
         more = f"\n    ... and {len(overloads) - 8} more" if len(overloads) > 8 else ""

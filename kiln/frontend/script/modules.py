@@ -19,6 +19,7 @@ declared below for the type checker.
 from __future__ import annotations
 
 import ast
+import enum
 import inspect
 import types
 from dataclasses import dataclass, field
@@ -177,6 +178,8 @@ class ModuleCompiler:
                 except ann.AnnotationError as e:
                     info.bad_attrs[name] = str(e)
                     continue
+            elif isinstance(v, enum.Enum):
+                t = self.class_type_for(type(v))
             else:
                 t = _attr_type(v)
             if t is None:

@@ -148,7 +148,7 @@ class _Pickler:
     def tensor(self, t: torch.Tensor) -> Any:
         call = self.tensor_calls.get(id(t))
         if call is None:
-            call = self.tensor_calls[id(t)] = self.tensors.reduce(t.detach())
+            call = self.tensor_calls[id(t)] = self.tensors.reduce(t)
         return call
 
     def value(self, v: Any, t: Type) -> Any:

@@ -295,6 +295,21 @@ class DivFull(nn.Module):
         return torch.div(k, 3), torch.full([2], 7) + k[:2], torch.linspace(0, 1, 5) + x.sum()
 
 
+class DivOnly(nn.Module):
+    def forward(self, x: Tensor, k: Tensor) -> Tuple[Tensor, Tensor]:
+        return x / 3, torch.div(k, 2, rounding_mode="floor")
+
+
+class FullOnly(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x + torch.full([3], 2)
+
+
+class LogSpace(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x + torch.logspace(0, 2, 3)
+
+
 class Gelu(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x) + F.gelu(x, approximate="tanh")
@@ -375,6 +390,9 @@ PROGRAMS = [
     Program("embedding", Embed, "trace", lambda: (torch.tensor([[1, 2], [3, 9]]),)),
     Program("nested_modules", Nested, "script", _x(2, 4)),
     Program("div_full_linspace", DivFull, "script", lambda: (torch.randn(3), torch.tensor([7, -7, 9]))),
+    Program("div_only", DivOnly, "script", lambda: (torch.randn(3), torch.tensor([7, -7, 9]))),
+    Program("full_only", FullOnly, "script", _x(3)),
+    Program("logspace", LogSpace, "script", _x(3)),
     Program("gelu", Gelu, "script", _x(4)),
     Program("tuple_attr", TupleAttr, "script", _x(3)),
     Program("no_bias", NoneBias, "script", _x(2, 4)),

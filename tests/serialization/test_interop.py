@@ -94,3 +94,27 @@ def test_kiln_round_trip(p: Program) -> None:
     _same(_run(copy.deepcopy(loaded), p), _run(km, p))
     expected = _run(_module(p), p)                                       # and eager agrees
     _same(_run(loaded, p), expected)
+
+
+def test_every_format_version_torch_writes_is_covered(jit) -> None:
+    """The programs above make torch.jit.save write every format version it writes (3, and the
+    versions of div, full, linspace, logspace and gelu); all of them load (tests above)."""
+    from kiln.serialization.archive import open_archive
+    from kiln.serialization.load import archive_version
+    seen = set()
+    for p in PROGRAMS:
+        buf = io.BytesIO()
+        jit.save(_capture(p, jit), buf)
+        seen.add(archive_version(open_archive(buf.getvalue())))
+    assert {3, 4, 5, 8, 9, 10} <= seen
+
+
+def test_kiln_writes_the_lowest_version() -> None:
+    from kiln.serialization.archive import open_archive
+    from kiln.serialization.load import archive_version
+    expected = {"mlp_scripted": 3, "div_only": 4, "div_full_linspace": 8, "full_only": 5, "logspace": 9, "gelu": 10}
+    for p in PROGRAMS:
+        if p.name in expected:
+            reader = open_archive(kiln.serialize(_capture(p, kiln)))
+            assert archive_version(reader) == expected[p.name], p.name
+            assert reader.has(".data/version") == (expected[p.name] >= 6)

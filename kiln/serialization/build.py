@@ -17,6 +17,7 @@ agree, as it does for Python modules.
 from __future__ import annotations
 
 import ast
+import copy
 import enum
 import operator
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,7 @@ class ArchiveUnit:
         functional form for an enum."""
         known = self._types.get(qualname)
         decl = self.loader.decls.get(qualname)
-        if known is not None or decl is None or decl.kind not in ("namedtuple", "enum"):
+        if known is not None or decl is None or decl.kind not in ("namedtuple", "enum", "class"):
             return known
         prefix, _, name = qualname.rpartition(".")
         module = "__main__" if prefix == "__torch__" else prefix[len("__torch__."):]
@@ -80,6 +81,14 @@ class ArchiveUnit:
         if decl.kind == "enum":
             make_enum: Any = enum.Enum     # the functional form (a class built by type(), no code run)
             cls = make_enum(name, list(decl.enum_values.items()), module=module, qualname=name)
+        elif decl.kind == "class":
+            if "__setstate__" in decl.methods or "__getstate__" in decl.methods:
+                raise UnsupportedFeature(f"{decl.filename}: class {qualname} defines __setstate__, which "
+                                         "TorchScript runs while loading; Kiln never runs archive code at load")
+            methods = self._class_methods(decl)
+            hints = {n: ast.unparse(node) for n, node in decl.members}
+            cls = type(name, (), {**methods, "__annotations__": hints, "__module__": module,
+                                  "__qualname__": name, "_kiln_archive_class": True})
         else:
             fields = tuple(n for n, _ in decl.members)
             hints = {n: ast.unparse(node) for n, node in decl.members}
@@ -88,6 +97,13 @@ class ArchiveUnit:
             cls = type(name, (_ArchiveTuple,), body)
         self._types[qualname] = cls
         return cls
+
+    def _class_methods(self, decl: ClassDecl) -> dict[str, SourceFunction]:
+        from kiln.serialization.upgraders import upgrade
+        src = Source(self.loader.sources[decl.filename], decl.filename)
+        return {n: SourceFunction(f"{decl.qualname.rpartition('.')[2]}.{n}", src,
+                                  _untyped_self(upgrade(f, self.loader.version)), self)
+                for n, f in decl.methods.items()}
 
     def namespace(self) -> dict[str, Any]:
         if not self._namespace:
@@ -212,6 +228,9 @@ class ModuleBuilder:
                 raise ModelFormatError(f"{where}: expected a {t.qualname} module, found {_kind(value)}")
             sm.add_module(name, self.build(value, depth + 1))
             return
+        if _holds_object(value):
+            raise UnsupportedFeature(f"{where}: the attribute holds an object of script class "
+                                     f"{t.annotation()}; Kiln modules cannot hold script-class objects yet")
         value = self._enums(value, t, where)
         if not conforms(value, t):
             raise ModelFormatError(f"{where}: declared {t.annotation()}, found {_kind(value)}")
@@ -298,6 +317,26 @@ class ModuleBuilder:
                                   qualnames)
             if record is not None:
                 sm.__dict__["_kiln_archive_class"] = record
+
+
+def _holds_object(value: Any) -> bool:
+    """Whether a member's value is (or contains, one level down) a script-class object."""
+    items = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) \
+        else [value]
+    return any(isinstance(v, PickledObject) for v in items)
+
+
+def _untyped_self(fdef: ast.FunctionDef) -> ast.FunctionDef:
+    """A method with its ``self: __torch__.C`` annotation dropped: ``self`` is bound to the
+    object by the compiler, as in a Python class."""
+    args = fdef.args.args
+    if not args or args[0].annotation is None:
+        return fdef
+    new = copy.copy(fdef)
+    new.args = copy.copy(fdef.args)
+    new.args.args = [ast.arg(arg=args[0].arg, annotation=None, lineno=args[0].lineno,
+                             col_offset=args[0].col_offset), *args[1:]]
+    return new
 
 
 def _original_name(qualname: str) -> str:

@@ -44,6 +44,7 @@ from kiln.ir.pycode import graph_to_code, literal
 from kiln.ir.types import (
     TENSOR,
     BoolType,
+    ClassType,
     DictType,
     EnumType,
     FutureType,
@@ -198,6 +199,21 @@ class ClassWriter:
             for graph in sm._kiln_graphs.values():
                 for t in _graph_types(graph):
                     self._define_type(t)
+                for qualname, fields in _created_classes(graph).items():
+                    self._define_class(qualname, fields)
+
+    def _define_class(self, qualname: str, fields: dict[str, Type]) -> None:
+        """A script class whose objects the code creates: its fields (Kiln compiles the class's
+        methods into the code that calls them, so the class needs no methods here)."""
+        if qualname in self.texts:
+            return
+        if not valid_qualname(qualname):
+            raise KilnError(f"cannot save class {qualname!r}: not a valid qualified name")
+        for ft in fields.values():
+            for inner in _nested_types(ft):
+                self._define_type(inner)
+        body = "".join(f"  {f} : {annotation(ft)}\n" for f, ft in fields.items() if valid_name(f))
+        self.texts[qualname] = f"class {qualname.rpartition('.')[2]}:\n" + (body or "  pass\n")
 
     def _define_type(self, t: NamedTupleType | EnumType) -> None:
         if t.qualname in self.texts:
@@ -322,6 +338,22 @@ def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType]:
             values += block.inputs
     for v in values:
         yield from _nested_types(v.type)
+
+
+def _created_classes(graph: Any) -> dict[str, dict[str, Type]]:
+    """Classes of the objects ``graph`` creates (``prim::CreateObject``), with the fields its
+    ``SetAttr``/``GetAttr`` nodes use on them, in order."""
+    out: dict[str, dict[str, Type]] = {}
+    for node in graph.all_nodes():
+        if node.kind == "prim::CreateObject" and isinstance(node.output.type, ClassType):
+            out.setdefault(node.output.type.qualname, {})
+    for node in graph.all_nodes():
+        if node.kind in ("prim::SetAttr", "prim::GetAttr") and isinstance(node.inputs[0].type, ClassType):
+            fields = out.get(node.inputs[0].type.qualname)
+            value = node.inputs[1] if node.kind == "prim::SetAttr" else node.output
+            if fields is not None:
+                fields.setdefault(str(node.attrs.get("name")), _plain_type(value.type))
+    return out
 
 
 def _enum_body(t: EnumType) -> str:

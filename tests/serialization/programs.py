@@ -343,6 +343,23 @@ class NamedOut(nn.Module):
         return Stats(x.mean(0), x.size(0))
 
 
+class Acc:
+    def __init__(self, n: int, t: Tensor) -> None:
+        self.n = n
+        self.t = t
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+class UsesClass(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        a = Acc(2, x)
+        a.add(3)
+        return a.t * a.n
+
+
 class Mode(enum.Enum):
     FAST = 1
     SLOW = 2
@@ -398,5 +415,6 @@ PROGRAMS = [
     Program("no_bias", NoneBias, "script", _x(2, 4)),
     Program("namedtuple_out", NamedOut, "script", _x(3, 2)),
     Program("enum_attr", EnumAttr, "script", _x(3)),
+    Program("script_class", UsesClass, "script", _x(3)),
     Program("extra_files", MLP, "script", _x(1, 4), extra_files={"meta.json": '{"v": 1}', "notes.txt": "hi"}),
 ]

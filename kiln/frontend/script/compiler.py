@@ -371,6 +371,8 @@ class Compiler(ModuleCompiler):
             return ann.namedtuple_type(cls, ann.qualname(cls), self.class_type_for)
         if ann.is_enum_class(cls):
             return self.enum_type(cls)
+        if getattr(cls, "_kiln_archive_class", False):     # a class of a loaded archive's code
+            return self.class_info(cls).type
         if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
             return ClassType(ann.qualname(cls))
         if isinstance(cls, type) and cls.__module__ not in ("builtins", "typing") and \
@@ -505,7 +507,7 @@ class Compiler(ModuleCompiler):
             return em.b.value("prim::GetAttr", [ov.value], info.fields[name], name=name)
         cls = info.cls
         attr = inspect.getattr_static(cls, name, None)
-        if isinstance(attr, (types.FunctionType, staticmethod, classmethod, property)):
+        if isinstance(attr, (types.FunctionType, staticmethod, classmethod, property, SourceFunction)):
             if isinstance(attr, property) and attr.fget is not None:
                 return self.inline_function(em, attr.fget, [], {}, node, ov, cls)
             return Bound(ov, name)

@@ -84,7 +84,8 @@ class ArchiveUnit:
         elif decl.kind == "class":
             if "__setstate__" in decl.methods or "__getstate__" in decl.methods:
                 raise UnsupportedFeature(f"{decl.filename}: class {qualname} defines __setstate__, which "
-                                         "TorchScript runs while loading; Kiln never runs archive code at load")
+                                         "TorchScript runs while loading; Kiln never runs archive code "
+                                         "at load")
             methods = self._class_methods(decl)
             hints = {n: ast.unparse(node) for n, node in decl.members}
             cls = type(name, (), {**methods, "__annotations__": hints, "__module__": module,

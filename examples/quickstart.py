@@ -64,7 +64,34 @@ def optimize_demo() -> None:
     print("the specialized, fused function agrees with eager PyTorch")
 
 
+def archive_demo() -> None:
+    """Save a scripted module as a TorchScript .pt archive and load it back; where this PyTorch
+    still has torch.jit, load Kiln's archive there too."""
+    import os
+    import tempfile
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    m = kiln.script(model)
+    x = torch.randn(3, 4)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.pt")
+        kiln.save(m, path, extra_files={"meta.txt": "quickstart"})
+        loaded = kiln.load(path)
+        torch.testing.assert_close(loaded(x), model(x))
+        print(f"== archive: {os.path.getsize(path)} bytes; kiln.load gives the same outputs ==")
+        print(loaded.code)
+        try:
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ts = torch.jit.load(path)
+            torch.testing.assert_close(ts(x), model(x))
+            print("torch.jit.load reads Kiln's archive and agrees")
+        except (AttributeError, RuntimeError):
+            print("(this PyTorch has no torch.jit to cross-check with)")
+
+
 if __name__ == "__main__":
     main()
     script_demo()
     optimize_demo()
+    archive_demo()

@@ -312,10 +312,11 @@ class ModuleBuilder:
     def _remember_sources(self) -> None:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
         qualnames = {id(sm): sm.qualified_name for sm in self.order}
+        texts: dict[str, Any] = {}      # per class: its text and constant references, cut once
         for sm in self.order:
             decl = self.loader.decls[sm.qualified_name]
             record = loaded_class(sm, decl, self.loader.sources[decl.filename], self.loader.constants,
-                                  qualnames)
+                                  qualnames, texts)
             if record is not None:
                 sm.__dict__["_kiln_archive_class"] = record
 

@@ -298,9 +298,21 @@ def _constant_refs(text: str) -> list[tuple[int, int, int, int]]:
 
 
 def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tuple[Any, ...],
-                 qualnames: dict[int, str]) -> Optional[LoadedClass]:
+                 qualnames: dict[int, str], cache: dict[str, Any]) -> Optional[LoadedClass]:
     """What :class:`LoadedClass` records for ``sm``, just loaded from ``decl`` (None when the
-    class text cannot be cut out of its file cleanly)."""
+    class text cannot be cut out of its file cleanly); ``cache`` keeps each class's text
+    between its instances."""
+    if decl.qualname not in cache:
+        cache[decl.qualname] = _class_text_of(decl, source, len(constants))
+    cut = cache[decl.qualname]
+    if cut is None:
+        return None
+    text, refs = cut
+    return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
+                       dict(sm._kiln_graphs), {n: constants[n] for n in refs})
+
+
+def _class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[tuple[str, set[int]]]:
     node = decl.node
     if node is None or node.end_lineno is None:
         return None
@@ -309,10 +321,9 @@ def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tupl
         return None
     text = "\n".join(lines) + "\n"
     refs = {n for _, _, _, n in _constant_refs(text)}
-    if any(n >= len(constants) for n in refs):
+    if any(n >= n_constants for n in refs):
         return None
-    return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
-                       dict(sm._kiln_graphs), {n: constants[n] for n in refs})
+    return text, refs
 
 
 def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType]:

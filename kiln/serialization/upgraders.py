@@ -97,10 +97,21 @@ class _Rewrite(ast.NodeTransformer):
         return node
 
 
+def _needs_upgrade(node: ast.AST, version: int) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    if not (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "torch"):
+        return False
+    entry = UPGRADERS.get(f.attr)
+    return entry is not None and version < entry[0]
+
+
 def upgrade(fdef: ast.FunctionDef, version: int) -> ast.FunctionDef:
     """``fdef`` with calls of operators that changed after ``version`` sent to their
     upgraders (``fdef`` itself when there are none)."""
-    if version >= max(v for v, _ in UPGRADERS.values()):
+    if version >= max(v for v, _ in UPGRADERS.values()) or not any(_needs_upgrade(n, version)
+                                                                    for n in ast.walk(fdef)):
         return fdef
     new = copy.deepcopy(fdef)
     rw = _Rewrite(version)

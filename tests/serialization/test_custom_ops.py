@@ -17,14 +17,14 @@ import torch
 
 import kiln
 
-_LIB = torch.library.Library("kilntest", "DEF")
+_LIB = torch.library.Library("kilnarchive", "DEF")
 _LIB.define("scale(Tensor x, float k) -> Tensor")
 _LIB.impl("scale", lambda x, k: x * k, "CompositeExplicitAutograd")
 
 
 class UsesCustomOp(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.kilntest.scale(x, 3.0) + 1
+        return torch.ops.kilnarchive.scale(x, 3.0) + 1
 
 
 def test_custom_op_round_trip() -> None:
@@ -33,7 +33,7 @@ def test_custom_op_round_trip() -> None:
     loaded = kiln.load(blob)
     x = torch.randn(4)
     torch.testing.assert_close(loaded(x), x * 3 + 1)
-    assert "ops.kilntest.scale" in loaded.code
+    assert "ops.kilnarchive.scale" in loaded.code
     assert kiln.serialize(loaded) == blob
 
 
@@ -61,7 +61,7 @@ def test_missing_library_names_operator_and_library(tmp_path) -> None:
     w = ArchiveWriter(r.prefix)
     for name in r.names():
         content = r.read(name)
-        w.add(name, content.replace(b"ops.kilntest.scale(x, 3.)", b"ops.torchvision.nms(x, x, 3.)"))
+        w.add(name, content.replace(b"ops.kilnarchive.scale(x, 3.)", b"ops.torchvision.nms(x, x, 3.)"))
     (tmp_path / "tv.pt").write_bytes(w.finish())
     script = textwrap.dedent(f"""
         import kiln
@@ -75,7 +75,7 @@ def test_missing_library_names_operator_and_library(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2, out.stderr
-    assert lines[0].startswith("CompileError") and "kilntest::scale" in lines[0] and "namespace 'kilntest'" in lines[0]
+    assert lines[0].startswith("CompileError") and "kilnarchive::scale" in lines[0] and "namespace 'kilnarchive'" in lines[0]
     if "torchvision" not in sys.modules and not _has_torchvision():
         assert "torchvision::nms" in lines[1] and "import torchvision" in lines[1]
 

@@ -84,10 +84,12 @@ def load(f: Source, map_location: Any = None, _extra_files: Optional[MutableMapp
     archive says.  ``extra_files`` maps names to fill with the content (bytes) of the
     archive's ``extra/NAME`` records.  ``limits`` caps what loading may consume
     (:class:`kiln.serialization.Limits`)."""
+    from kiln.runtime.executor import without_gc
     limits = limits or Limits()
-    reader = open_archive(f, limits=limits)
-    return ArchiveLoader(reader, map_location, limits).load(
-        extra_files if extra_files is not None else _extra_files)
+    with without_gc():      # many small long-lived objects and no cycles: the collector only costs
+        reader = open_archive(f, limits=limits)
+        return ArchiveLoader(reader, map_location, limits).load(
+            extra_files if extra_files is not None else _extra_files)
 
 
 def deserialize(data: Union[bytes, bytearray, memoryview], map_location: Any = None, **kwargs: Any) -> Any:

@@ -288,8 +288,12 @@ def _member_signature(members: list[Member], qualnames: dict[int, str]) -> list[
 
 def _constant_refs(text: str) -> list[tuple[int, int, int, int]]:
     """Every ``CONSTANTS.cN`` in ``text``: (line, start column, end column, N)."""
+    return _constant_refs_in(ast.parse(text))
+
+
+def _constant_refs_in(tree: ast.AST) -> list[tuple[int, int, int, int]]:
     out = []
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and node.value.id == "CONSTANTS" and node.attr[1:].isdigit() \
                 and node.end_col_offset is not None:
@@ -320,7 +324,7 @@ def _class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[t
     if not lines or lines[0].startswith((" ", "\t")) or "\r" in "".join(lines):
         return None
     text = "\n".join(lines) + "\n"
-    refs = {n for _, _, _, n in _constant_refs(text)}
+    refs = {n for _, _, _, n in _constant_refs_in(node)}
     if any(n >= n_constants for n in refs):
         return None
     return text, refs
@@ -496,15 +500,35 @@ def _parse(source: str, filename: str) -> ast.Module:
                                     f"({type(e).__name__})") from None
 
 
-def _check_depth(tree: ast.AST, filename: str, max_depth: int) -> None:
-    """Reject trees nested deeper than ``max_depth`` (walked iteratively: the compiler that
-    reads them later recurses)."""
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> None:
+    """Reject trees nested deeper than ``max_depth`` (the compiler that reads them recurses).
+
+    Python's own parser bounds indentation (100 levels) and parentheses (200), so only a long
+    expression -- one statement over many lines or a long line -- can nest deeply: statements
+    are walked (cheap), and the full walk is done for those few statements only."""
+    stack: list[tuple[ast.AST, int]] = [(s, 1) for s in tree.body]
+    while stack:
+        node, depth = stack.pop()
+        end = getattr(node, "end_lineno", None) or getattr(node, "lineno", 0)
+        if end - getattr(node, "lineno", 0) > 2 or getattr(node, "end_col_offset", 0) > 240:
+            _check_expression_depth(node, depth, filename, max_depth)
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            for child in getattr(node, name, ()) or ():
+                if depth + 1 > max_depth:
+                    raise ResourceLimitExceeded(f"{filename}:{getattr(child, 'lineno', 0)}: code nested "
+                                                f"deeper than {max_depth} levels")
+                stack.append((child, depth + 1))
+
+
+def _check_expression_depth(root: ast.AST, base: int, filename: str, max_depth: int) -> None:
+    stack: list[tuple[ast.AST, int]] = [(root, base)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
             line = getattr(node, "lineno", 0)
             raise ResourceLimitExceeded(f"{filename}:{line}: code nested deeper than {max_depth} levels")
+        if isinstance(node, ast.stmt) and node is not root:
+            continue            # statements inside are walked by _check_depth
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 

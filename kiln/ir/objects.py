@@ -12,6 +12,10 @@ import torch
 
 from kiln.ir.prims import prim
 
+# Declared field types of script classes loaded from archives, by qualified name (what saving
+# their objects again needs: the values alone do not say List[int] from an empty list).
+FIELD_TYPES: dict[str, dict[str, Any]] = {}
+
 
 class ScriptObject:
     """An instance of a script class at run time: a named bag of attributes."""

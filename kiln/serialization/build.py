@@ -27,10 +27,18 @@ import torch
 from kiln.errors import CompileError, KilnError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
 from kiln.frontend.script.env import SourceFunction
 from kiln.frontend.script.source import Source
-from kiln.ir.types import ClassType, EnumType, OptionalType, Type
+from kiln.ir.types import (
+    ClassType,
+    DictType,
+    EnumType,
+    ListType,
+    OptionalType,
+    TupleType,
+    Type,
+)
 from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
 from kiln.serialization.pickle import PickledEnum, PickledObject
-from kiln.serialization.source import ClassDecl, loaded_class
+from kiln.serialization.source import ClassDecl, definition_text, loaded_class, torch_references
 
 if TYPE_CHECKING:
     from kiln.runtime.module import ScriptModule
@@ -111,6 +119,7 @@ class ArchiveUnit:
             from kiln.frontend.script.api import CompilationUnit
             ns = CompilationUnit().namespace()
             ns["CONSTANTS"] = self.constants
+            ns["__kiln_restricted__"] = True     # no Python functions, no submodule imports
             ns["__torch__"] = _ArchiveNames("__torch__", self, ns["__torch__"])
             from kiln.serialization.upgraders import upgrader_functions
             ns.update(upgrader_functions(self))
@@ -142,7 +151,7 @@ class _ArchiveNames:
         self._known = known
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
+        if (name.startswith("__") and name.endswith("__")) or name.startswith("_kiln"):
             raise AttributeError(name)
         path = f"{self._path}.{name}"
         found = self._unit.function(path) or self._unit.type_class(path)
@@ -172,6 +181,8 @@ class ModuleBuilder:
         self.unit = ArchiveUnit(loader)
         self.modules: dict[int, ScriptModule] = {}      # id(PickledObject) -> module
         self.params: dict[int, torch.nn.Parameter] = {}
+        self.objects: dict[int, Any] = {}                # id(pickled value) -> run-time value
+        self.keep: list[Any] = []
         self.method_sources: dict[str, dict[str, SourceFunction]] = {}
         self.order: list[ScriptModule] = []
 
@@ -229,9 +240,7 @@ class ModuleBuilder:
                 raise ModelFormatError(f"{where}: expected a {t.qualname} module, found {_kind(value)}")
             sm.add_module(name, self.build(value, depth + 1))
             return
-        if _holds_object(value):
-            raise UnsupportedFeature(f"{where}: the attribute holds an object of script class "
-                                     f"{t.annotation()}; Kiln modules cannot hold script-class objects yet")
+        value = self._objects(value, t, where, 0)
         value = self._enums(value, t, where)
         if not conforms(value, t):
             raise ModelFormatError(f"{where}: declared {t.annotation()}, found {_kind(value)}")
@@ -243,6 +252,59 @@ class ModuleBuilder:
             sm.register_buffer(name, value)
         else:
             sm._kiln_set_attribute(name, value, t)
+
+    def _objects(self, value: Any, t: Type, where: str, depth: int) -> Any:
+        """Pickled script-class objects inside a member's value -> run-time objects, their
+        fields checked against the class declaration (shared objects stay shared)."""
+        if depth > MAX_MODULE_DEPTH:
+            raise ResourceLimitExceeded(f"{where}: objects nested deeper than {MAX_MODULE_DEPTH} levels")
+        if isinstance(value, PickledObject):
+            return self._object(value, t, where, depth)
+        if not _may_hold_objects(t) or not isinstance(value, (list, tuple, dict)):
+            return value
+        known = self.objects.get(id(value))          # a shared container is converted once
+        if known is not None:
+            return known
+        out: Any = value
+        if isinstance(value, list) and isinstance(t, ListType):
+            out = [self._objects(v, t.elem, where, depth + 1) for v in value]
+        elif isinstance(value, tuple) and isinstance(t, TupleType) and len(t.elems) == len(value):
+            out = tuple(self._objects(v, et, where, depth + 1) for v, et in zip(value, t.elems))
+        elif isinstance(value, dict) and isinstance(t, DictType):
+            out = {k: self._objects(v, t.value, where, depth + 1) for k, v in value.items()}
+        elif isinstance(t, OptionalType):
+            out = self._objects(value, t.elem, where, depth)
+        self.objects[id(value)] = out
+        self.keep.append(value)                      # ids stay unique while the map is in use
+        return out
+
+    def _object(self, obj: PickledObject, t: Type, where: str, depth: int) -> Any:
+        from kiln.ir.objects import ScriptObject
+        known = self.objects.get(id(obj))
+        if known is not None:
+            return known
+        decl = self.loader.decls.get(obj.qualname)
+        if decl is None or decl.kind != "class" or not isinstance(t, ClassType) or t.qualname != obj.qualname:
+            raise ModelFormatError(f"{where}: found an object of {obj.qualname}, declared {t.annotation()}")
+        state = self._state(obj, decl)
+        out = self.objects[id(obj)] = ScriptObject(obj.qualname)
+        types = self.field_types(decl)
+        for name, _ in decl.members:
+            if name.startswith("_kiln"):
+                raise ModelFormatError(f"{where}: field name {name!r} is reserved")
+            value = self._enums(self._objects(state[name], types[name], where, depth + 1), types[name], where)
+            if not conforms(value, types[name]):
+                raise ModelFormatError(f"{where}: field {obj.qualname}.{name}: declared "
+                                       f"{types[name].annotation()}, found {_kind(value)}")
+            setattr(out, name, value)
+        return out
+
+    def field_types(self, decl: ClassDecl) -> dict[str, Type]:
+        """The declared field types of a script class (kept for saving its objects again)."""
+        from kiln.ir.objects import FIELD_TYPES
+        types = {name: self.loader.type_of(node, decl) for name, node in decl.members}
+        FIELD_TYPES[decl.qualname] = types
+        return types
 
     def _enums(self, value: Any, t: Type, where: str) -> Any:
         """An attribute of an enum type: the pickled value becomes the enum member."""
@@ -281,6 +343,9 @@ class ModuleBuilder:
         from kiln.frontend.script.compiler import Compiler
         comp = Compiler()
         try:
+            for qualname, decl in self.loader.decls.items():     # the archive's script classes
+                if decl.kind == "class":
+                    comp.class_info(self.unit.type_class(qualname))
             for sm in self.order:
                 info = comp.module_info(sm)
                 for name in sm.__dict__["_kiln_method_sources"]:
@@ -299,6 +364,34 @@ class ModuleBuilder:
         self._check_operators()
         self._remember_sources()
 
+    def _dependencies(self, root: Any) -> dict[str, str]:
+        """The archive's functions and non-module classes ``root`` refers to, transitively, with
+        their texts (what saving the reused class text must write beside it)."""
+        out: dict[str, str] = {}
+        todo = [root]
+        while todo:
+            node = todo.pop()
+            for path in sorted(torch_references(node)):
+                if path in out:
+                    continue
+                found = self._definition(path)
+                if found is not None:
+                    out[path], child = found
+                    todo.append(child)
+        return out
+
+    def _definition(self, path: str) -> Any:
+        entry = self.loader.functions.get(path)
+        if entry is not None:
+            filename, fdef = entry
+            text = definition_text(fdef, self.loader.sources[filename])
+            return (text, fdef) if text is not None else None
+        decl = self.loader.decls.get(path)
+        if decl is None or decl.kind == "module" or decl.node is None:
+            return None
+        text = definition_text(decl.node, self.loader.sources[decl.filename])
+        return (text, decl.node) if text is not None else None
+
     def _check_operators(self) -> None:
         """Refuse operators an archive must not reach (:data:`DENIED_OPERATORS`)."""
         for sm in self.order:
@@ -312,7 +405,9 @@ class ModuleBuilder:
     def _remember_sources(self) -> None:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
         qualnames = {id(sm): sm.qualified_name for sm in self.order}
-        texts: dict[str, Any] = {}      # per class: its text and constant references, cut once
+        texts: dict[Any, Any] = {}      # per class: its text and constant references, cut once
+        for qualname in {sm.qualified_name for sm in self.order}:
+            texts[("deps", qualname)] = self._dependencies(self.loader.decls[qualname].node)
         for sm in self.order:
             decl = self.loader.decls[sm.qualified_name]
             record = loaded_class(sm, decl, self.loader.sources[decl.filename], self.loader.constants,
@@ -321,11 +416,21 @@ class ModuleBuilder:
                 sm.__dict__["_kiln_archive_class"] = record
 
 
-def _holds_object(value: Any) -> bool:
-    """Whether a member's value is (or contains, one level down) a script-class object."""
-    items = value if isinstance(value, (list, tuple)) else list(value.values()) if isinstance(value, dict) \
-        else [value]
-    return any(isinstance(v, PickledObject) for v in items)
+def _may_hold_objects(t: Type) -> bool:
+    """Whether values of type ``t`` can contain script-class objects (decided on the type, so
+    that plain nested lists are never walked)."""
+    stack = [t]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, ClassType):
+            return True
+        if isinstance(cur, (ListType, OptionalType)):
+            stack.append(cur.elem)
+        elif isinstance(cur, TupleType):
+            stack.extend(cur.elems)
+        elif isinstance(cur, DictType):
+            stack.append(cur.value)
+    return False
 
 
 def _untyped_self(fdef: ast.FunctionDef) -> ast.FunctionDef:

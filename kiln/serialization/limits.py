@@ -32,3 +32,4 @@ class Limits:
     # -- code/ -------------------------------------------------------------------------------
     max_source_bytes: int = 64 * MB         # all code/ files together
     max_ast_depth: int = 200                # nesting of expressions and statements
+    max_statements: int = 50_000            # statements in all of code/ (compile time grows with them)

@@ -166,7 +166,7 @@ class ArchiveLoader:
         return text
 
     def _parse_code(self) -> None:
-        total = 0
+        total = statements = 0
         for name in self.reader.names():
             if not name.startswith("code/") or not name.endswith(".py"):
                 continue
@@ -180,6 +180,10 @@ class ArchiveLoader:
                                             "bytes of source")
             filename = f"{self.where}/{name}"
             parsed = parse_code_file(raw, filename, ".".join(parts), self.limits)
+            statements += parsed.statements
+            if statements > self.limits.max_statements:
+                raise ResourceLimitExceeded(f"{self.where}/code: more than {self.limits.max_statements} "
+                                            "statements")
             self.sources[filename] = parsed.source
             for q in [*parsed.classes, *parsed.functions]:
                 if q in self.decls or q in self.functions:
@@ -191,8 +195,10 @@ class ArchiveLoader:
     def _decl(self, qualname: str, record: str) -> ClassDecl:
         decl = self.decls.get(qualname)
         if decl is None:
+            from kiln.serialization.source import code_path
             raise ModelFormatError(f"{self.where}/{record}: object of class {qualname}, which the "
-                                   "archive's code does not define")
+                                   f"archive's code does not define (no class {qualname.rpartition('.')[2]} "
+                                   f"in record {self.where}/{code_path(qualname)})")
         return decl
 
     def _unpickle(self, record: str, data_dir: str, byteorder: str) -> Any:
@@ -229,6 +235,12 @@ class ArchiveLoader:
         except KilnError as e:
             raise CompileError(f"{decl.filename}:{node.lineno}: bad type {text!r}: {e}",
                                cause="bad type", filename=decl.filename, lineno=node.lineno) from None
+        for name in _class_names(t):
+            if name not in self.decls:
+                member = next((n for n, nd in decl.members if nd is node), "?")
+                raise ModelFormatError(f"{self.where}/data.pkl: {decl.qualname}.{member} is declared "
+                                       f"{text!r} ({decl.filename}:{node.lineno}), naming class {name}, "
+                                       "which the archive's code does not define")
         return self._archive_type(t)
 
     def _archive_type(self, t: Type) -> Type:
@@ -242,6 +254,22 @@ class ArchiveLoader:
         return t
 
 
+def _class_names(t: Type) -> list[str]:
+    """The class names inside a type (``Optional[__torch__.A]`` -> ``["__torch__.A"]``)."""
+    out, stack = [], [t]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, ClassType):
+            out.append(cur.qualname)
+        elif isinstance(cur, (ListType, OptionalType)):
+            stack.append(cur.elem)
+        elif isinstance(cur, (TupleType, UnionType)):
+            stack.extend(cur.elems)
+        elif isinstance(cur, DictType):
+            stack += [cur.key, cur.value]
+    return out
+
+
 def _location(map_location: Any) -> Optional[str]:
     if map_location is None:
         return None
@@ -250,12 +278,24 @@ def _location(map_location: Any) -> Optional[str]:
     raise KilnError(f"map_location must be a device or a device string, got {type(map_location).__name__}")
 
 
-def conforms(value: Any, t: Type) -> bool:
-    """Whether a loaded value has IR type ``t`` (the schema check of loaded objects)."""
+def conforms(value: Any, t: Type, seen: Optional[set[tuple[int, Type]]] = None) -> bool:
+    """Whether a loaded value has IR type ``t`` (the schema check of loaded objects).  A
+    container shared through the pickle's memo is checked once per type (``seen``), so the
+    check is linear in the pickle, not in the tree it unfolds to."""
+    if isinstance(value, (list, dict, tuple)) and value:
+        seen = set() if seen is None else seen
+        key = (id(value), t)
+        if key in seen:
+            return True
+        seen.add(key)
+    return _conforms(value, t, seen)
+
+
+def _conforms(value: Any, t: Type, seen: Optional[set[tuple[int, Type]]]) -> bool:
     if isinstance(t, OptionalType):
-        return value is None or conforms(value, t.elem)
+        return value is None or conforms(value, t.elem, seen)
     if isinstance(t, UnionType):
-        return any(conforms(value, e) for e in t.elems)
+        return any(conforms(value, e, seen) for e in t.elems)
     if t == AnyType:
         return True
     if isinstance(t, TensorType):
@@ -265,13 +305,16 @@ def conforms(value: Any, t: Type) -> bool:
         return bool(simple(value))
     if isinstance(t, TupleType):
         return isinstance(value, tuple) and len(value) == len(t.elems) and \
-            all(conforms(v, e) for v, e in zip(value, t.elems))
+            all(conforms(v, e, seen) for v, e in zip(value, t.elems))
     if isinstance(t, ListType):
-        return isinstance(value, list) and all(conforms(v, t.elem) for v in value)
+        return isinstance(value, list) and all(conforms(v, t.elem, seen) for v in value)
     if isinstance(t, DictType):
-        return isinstance(value, dict) and all(conforms(k, t.key) and conforms(v, t.value)
+        return isinstance(value, dict) and all(conforms(k, t.key, seen) and conforms(v, t.value, seen)
                                                for k, v in value.items())
     if isinstance(t, ClassType):
+        from kiln.ir.objects import ScriptObject
+        if isinstance(value, ScriptObject):
+            return value._kiln_type == t.qualname
         return isinstance(value, PickledObject) and value.qualname == t.qualname
     if isinstance(t, EnumType):
         return isinstance(value, enum.Enum) and type(value).__module__ is not None \

@@ -254,8 +254,7 @@ class _VM:
             raise self._error(ResourceLimitExceeded, "out of memory while unpickling") from e
         except RecursionError as e:
             raise self._error(ResourceLimitExceeded, "value nested too deeply") from e
-        except (IndexError, KeyError, TypeError, ValueError, OverflowError, AttributeError, RuntimeError,
-                struct.error) as e:   # a defect guard: every path above checks first
+        except Exception as e:   # a defect guard (every handler checks first): the contract is one error tree
             raise self._error(PickleError, f"malformed pickle ({type(e).__name__}: {e})") from e
 
     def _loop(self) -> Any:
@@ -438,8 +437,8 @@ class _VM:
         self.marks.append(len(self.stack))
 
     def _op_pop(self) -> None:
-        if len(self.stack) > self._floor():
-            self.stack.pop()
+        if len(self.stack) > self._floor() or not self.marks:
+            self._pop()
         else:
             self._pop_mark()     # protocol 0's spelling of "discard the mark" (as Python's unpickler)
 

@@ -32,6 +32,7 @@ from kiln.ir.graph import Graph
 from kiln.ir.types import (
     TENSOR,
     BoolType,
+    ClassType,
     ComplexType,
     DeviceType,
     DictType,
@@ -162,6 +163,8 @@ class _Pickler:
             return v
         if isinstance(t, EnumType):
             return PickledEnum(t.qualname, v.value)
+        if isinstance(t, ClassType):
+            return self.script_object(v, t)
         if t == DeviceType:
             return Call("torch", "device", (str(v),))
         if t == ComplexType:
@@ -174,6 +177,18 @@ class _Pickler:
             items = {k: self.value(x, t.value) for k, x in v.items()}
             return Call("torch.jit._pickle", "restore_type_tag", (items, annotation(t)))
         raise KilnError(f"cannot save an attribute of type {annotation(t)} (value {type(v).__name__})")
+
+    def script_object(self, v: Any, t: ClassType) -> PickledObject:
+        """A script-class object: its fields, typed as its class declares them."""
+        from kiln.ir.objects import FIELD_TYPES, ScriptObject
+        known = self.done.get(id(v))
+        if known is not None:
+            return known
+        if not isinstance(v, ScriptObject) or v._kiln_type != t.qualname or t.qualname not in FIELD_TYPES:
+            raise KilnError(f"cannot save an object of class {t.qualname}: its field types are unknown")
+        obj = self.done[id(v)] = PickledObject(t.qualname)
+        obj.state = {f: self.value(getattr(v, f), ft) for f, ft in FIELD_TYPES[t.qualname].items()}
+        return obj
 
     def list(self, v: list[Any], t: ListType) -> Any:
         special = _SPECIALIZED_LISTS.get(t.elem)

@@ -134,6 +134,7 @@ class ClassWriter:
     constants: list[Any] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)          # qualname -> class text
     qualnames: dict[int, str] = field(default_factory=dict)      # id(ScriptModule) -> qualname
+    pending: dict[str, str] = field(default_factory=dict)        # dependencies of a reused class text
 
     def add_tree(self, root: ScriptModule) -> str:
         """Define the classes of ``root``'s tree (submodules first); ``root``'s qualname."""
@@ -151,10 +152,13 @@ class ClassWriter:
         n = 0
         candidate = base
         while True:
+            self.pending = {}
             text = self._class_text(sm, candidate)
             known = self.texts.get(candidate)
             if known is None:
                 self.texts[candidate] = text
+                for dep, dep_text in self.pending.items():
+                    self.texts.setdefault(dep, dep_text)
                 return candidate
             if known == text:
                 return candidate
@@ -165,6 +169,7 @@ class ClassWriter:
         members = module_members(sm)
         loaded = sm.__dict__.get("_kiln_archive_class")
         if isinstance(loaded, LoadedClass) and loaded.still_describes(sm, qualname, members, self.qualnames):
+            self.pending.update(loaded.dependencies)     # written after this class (see _define)
             return loaded.text_for(self.constants)
         name = qualname.rpartition(".")[2]
         lines = [f"class {name}(Module):",
@@ -177,9 +182,9 @@ class ClassWriter:
             lines.append(f"  {m.name} : {t}" if valid_name(m.name)
                          else f'  __annotations__["{m.name}"] = {t}')
         for cname, value in sm.__dict__["_kiln_constants"].items():
-            text = literal(value)
-            if text is not None and valid_name(cname):
-                lines.append(f"  {cname} : Final[{annotation(_plain_type(type_of_value(value)))}] = {text}")
+            lit = literal(value)
+            if lit is not None and valid_name(cname):
+                lines.append(f"  {cname} : Final[{annotation(_plain_type(type_of_value(value)))}] = {lit}")
         for mname, graph in sm._kiln_graphs.items():
             if not valid_name(mname):
                 raise KilnError(f"cannot save method {mname!r} of {sm.original_name!r}: not an identifier")
@@ -253,6 +258,9 @@ class LoadedClass:
     members: list[tuple[str, str, str]]          # (name, kind, type annotation)
     graphs: dict[str, Any]                       # method name -> the graph compiled at load
     constants: dict[int, Any]                    # CONSTANTS index in ``text`` -> the value
+    # the archive's functions and non-module classes the text refers to (transitively), by
+    # qualified name: written with it, as the text calls them
+    dependencies: dict[str, str] = field(default_factory=dict)
 
     def still_describes(self, sm: ScriptModule, qualname: str, members: list[Member],
                         qualnames: dict[int, str]) -> bool:
@@ -302,7 +310,7 @@ def _constant_refs_in(tree: ast.AST) -> list[tuple[int, int, int, int]]:
 
 
 def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tuple[Any, ...],
-                 qualnames: dict[int, str], cache: dict[str, Any]) -> Optional[LoadedClass]:
+                 qualnames: dict[int, str], cache: dict[Any, Any]) -> Optional[LoadedClass]:
     """What :class:`LoadedClass` records for ``sm``, just loaded from ``decl`` (None when the
     class text cannot be cut out of its file cleanly); ``cache`` keeps each class's text
     between its instances."""
@@ -313,7 +321,35 @@ def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tupl
         return None
     text, refs = cut
     return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
-                       dict(sm._kiln_graphs), {n: constants[n] for n in refs})
+                       dict(sm._kiln_graphs), {n: constants[n] for n in refs},
+                       cache.get(("deps", decl.qualname), {}))
+
+
+def definition_text(node: ast.AST, source: str) -> Optional[str]:
+    """The text of a top-level definition, cut from its file (None if it cannot be cut cleanly)."""
+    start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    if start is None or end is None:
+        return None
+    lines = source.split("\n")[start - 1:end]
+    if not lines or lines[0].startswith((" ", "\t")) or "\r" in "".join(lines):
+        return None
+    return "\n".join(lines) + "\n"
+
+
+def torch_references(node: ast.AST) -> set[str]:
+    """The ``__torch__.a.b.C`` paths a definition mentions."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Attribute) and not isinstance(getattr(n, "_parent", None), ast.Attribute):
+            parts = []
+            cur: ast.expr = n
+            while isinstance(cur, ast.Attribute):
+                parts.append(cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name) and cur.id == "__torch__":
+                for i in range(1, len(parts) + 1):      # every prefix: the definition is one of them
+                    out.add(".".join(["__torch__", *reversed(parts)][: i + 1]))
+    return out
 
 
 def _class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[tuple[str, set[int]]]:
@@ -448,14 +484,14 @@ class CodeFile:
     source: str
     classes: dict[str, ClassDecl] = field(default_factory=dict)
     functions: dict[str, ast.FunctionDef] = field(default_factory=dict)
+    statements: int = 0
 
 
 def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits) -> CodeFile:
     """Parse record ``filename``, whose definitions have qualified-name prefix ``prefix``."""
     source = _decode(text, filename)
     tree = _parse(source, filename)
-    _check_depth(tree, filename, limits.max_ast_depth)
-    out = CodeFile(source)
+    out = CodeFile(source, statements=_check_depth(tree, filename, limits.max_ast_depth))
     for stmt in tree.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             continue                                   # old archives import what they use
@@ -491,7 +527,8 @@ def _decode(text: bytes, filename: str) -> str:
 
 def _parse(source: str, filename: str) -> ast.Module:
     try:
-        return ast.parse(source, filename=filename)
+        # "<...>": a name no file has, so that CPython never opens it to quote an error's line
+        return ast.parse(source, filename=f"<{filename}>")
     except SyntaxError as e:
         raise CompileError(f"{filename}:{e.lineno}:{e.offset}: syntax error: {e.msg}",
                            cause=f"syntax error: {e.msg}", filename=filename, lineno=e.lineno or 0) from None
@@ -500,17 +537,34 @@ def _parse(source: str, filename: str) -> ast.Module:
                                     f"({type(e).__name__})") from None
 
 
-def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> None:
+# Python constructs TorchScript code never contains; an archive's code using one is refused.
+_NOT_TORCHSCRIPT = {ast.Import: "import", ast.ImportFrom: "import", ast.Global: "global",
+                    ast.Nonlocal: "nonlocal", ast.AsyncFunctionDef: "async def", ast.Try: "try",
+                    ast.ClassDef: "a nested class"}
+
+
+def _check_constructs(node: ast.AST, filename: str) -> None:
+    why = _NOT_TORCHSCRIPT.get(type(node))
+    if why is not None:
+        raise _error(filename, node, f"{why} is not TorchScript; an archive's code cannot use it")
+
+
+def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> int:
     """Reject trees nested deeper than ``max_depth`` (the compiler that reads them recurses).
 
     Python's own parser bounds indentation (100 levels) and parentheses (200), so only a long
     expression -- one statement over many lines or a long line -- can nest deeply: statements
     are walked (cheap), and the full walk is done for those few statements only."""
     stack: list[tuple[ast.AST, int]] = [(s, 1) for s in tree.body]
+    count = 0
     while stack:
         node, depth = stack.pop()
-        end = getattr(node, "end_lineno", None) or getattr(node, "lineno", 0)
-        if end - getattr(node, "lineno", 0) > 2 or getattr(node, "end_col_offset", 0) > 240:
+        count += 1
+        if depth > 1 and not isinstance(node, ast.FunctionDef):
+            _check_constructs(node, filename)       # statements; expressions: see the compiler
+        start = int(getattr(node, "lineno", 0) or 0)
+        end = int(getattr(node, "end_lineno", 0) or start)
+        if end - start > 2 or getattr(node, "end_col_offset", 0) > 240:
             _check_expression_depth(node, depth, filename, max_depth)
         for name in ("body", "orelse", "finalbody", "handlers"):
             for child in getattr(node, name, ()) or ():
@@ -518,6 +572,7 @@ def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> None:
                     raise ResourceLimitExceeded(f"{filename}:{getattr(child, 'lineno', 0)}: code nested "
                                                 f"deeper than {max_depth} levels")
                 stack.append((child, depth + 1))
+    return count
 
 
 def _check_expression_depth(root: ast.AST, base: int, filename: str, max_depth: int) -> None:

@@ -121,7 +121,7 @@ class StorageReader:
             raise PickleError(f"persistent id must be a 5-tuple ('storage', type, key, location, numel), "
                               f"got {_describe(pid)}")
         tag, cls, key, location, numel = pid
-        if tag != "storage" or type(tag) is not str:
+        if type(tag) is not str or tag != "storage":
             raise PickleError(f"persistent id kind must be 'storage', got {_describe(tag)}")
         if not isinstance(cls, StorageClass):
             raise PickleError(f"persistent id storage type must be a torch.<X>Storage class, "
@@ -448,6 +448,9 @@ class TensorWriter:
     def __call__(self, obj: Any) -> Optional[tuple[Any, ...]]:
         if not isinstance(obj, StorageHandle):
             return None
+        index = int(obj.key)
+        if index >= len(self._handles) or self._handles[index] is not obj:
+            return None     # a storage of another writer: dump_pickle then refuses it
         return ("storage", GlobalRef("torch", _STORAGE_NAMES[obj.dtype]), obj.key, obj.location, obj.numel)
 
     def reduce(self, t: torch.Tensor) -> Call:

@@ -54,7 +54,9 @@ from kiln.frontend.script.exits import WITH_ENTER
 from kiln.ir.graph import Value
 from kiln.ir.types import (
     TENSOR,
+    BoolType,
     DictType,
+    FloatType,
     IntType,
     ListType,
     NamedTupleType,
@@ -222,9 +224,12 @@ class CallMixin(EmitterBase):
             t = self.annotation(node.args[0])
             saved, self.expected_type = self.expected_type, t
             try:
-                return self.value(node.args[1], expected=t)
+                v = self.value(node.args[1], expected=t)
             finally:
                 self.expected_type = saved
+            scalar = _TENSOR_TO_SCALAR.get(t) if isinstance(v.type, TensorType) else None
+            # TorchScript's annotate converts a one-element tensor to the number type it names
+            return self.op_value(scalar, [v], {}, node) if scalar is not None else v
         if obj is isinstance:
             c, _, _ = self.isinstance_check(node)
             return c
@@ -302,6 +307,9 @@ class CallMixin(EmitterBase):
         if isinstance(obj, SourceFunction):   # another function of the same kiln.compile source
             return self.comp.inline_function(self.emitter, obj, args, kwargs, node)
         if isinstance(obj, types.FunctionType):
+            if self.globals.get("__kiln_restricted__"):
+                raise self.fail(node, f"{_name_of(obj)} cannot be called from an archive's code: it may "
+                                      "call operators and the archive's own functions only")
             if _is_torch_python(obj):
                 return self.call_torch_python(obj, args, kwargs, node)
             return self.comp.inline_function(self.emitter, obj, args, kwargs, node)
@@ -628,6 +636,9 @@ def _is_torch_builtin(obj: Any) -> bool:
         getattr(owner, "__module__", None) or type(owner).__module__
     mod = getattr(obj, "__module__", None) or ""
     return mod.startswith("torch") or (owner is not None and str(owner_mod).startswith("torch"))
+
+
+_TENSOR_TO_SCALAR: dict[Type, str] = {IntType: "aten::Int", FloatType: "aten::Float", BoolType: "aten::Bool"}
 
 
 def _is_torch_python(fn: types.FunctionType) -> bool:

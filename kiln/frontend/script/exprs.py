@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import types
 from typing import Any, Optional
 
 import torch
@@ -86,6 +87,11 @@ Refinements = dict[str, Type]
 
 def is_tensor(t: Type) -> bool:
     return isinstance(t, TensorType)
+
+
+# Operators that touch files or the process: code from an archive may not name them.
+_DENIED_IN_ARCHIVES = {"from_file": "maps (and with shared=True creates) a file",
+                       "save": "writes a file", "load": "reads a file"}
 
 
 class ExprMixin(EmitterBase):
@@ -563,6 +569,8 @@ class ExprMixin(EmitterBase):
     def py_attribute(self, obj: Any, name: str, node: ast.AST) -> Binding:
         if name == "__new__" and isinstance(obj, type):
             return Bound(PyObj(obj), name)
+        if isinstance(obj, types.ModuleType) and self.globals.get("__kiln_restricted__"):
+            return self.restricted_attribute(obj, name, node)
         if isinstance(obj, type) and issubclass(obj, enum.Enum) and name in obj.__members__:
             return PyObj(obj.__members__[name])
         try:
@@ -571,6 +579,20 @@ class ExprMixin(EmitterBase):
             if obj is torch or getattr(obj, "__name__", "") in ("torch", "torch.nn.functional"):
                 return PyObj(AtenName(name))
             raise self.fail(node, f"{_short(obj)} has no attribute {name!r}") from None
+
+    def restricted_attribute(self, module: types.ModuleType, name: str, node: ast.AST) -> Binding:
+        """``module.name`` in code from an archive: what the module already holds, never a
+        submodule (whose first access would import it) or a Python function (whose source
+        would be read and compiled); ``torch.name`` is the operator ``aten::name``, as
+        TorchScript's printer means it."""
+        if module is torch and name in _DENIED_IN_ARCHIVES:
+            raise self.fail(node, f"torch.{name} {_DENIED_IN_ARCHIVES[name]}; archive code cannot use it")
+        value = vars(module).get(name)
+        if module is torch and (value is None or isinstance(value, (types.ModuleType, types.FunctionType))):
+            return PyObj(AtenName(name))
+        if value is None or isinstance(value, (types.ModuleType, types.FunctionType)):
+            raise self.fail(node, f"{module.__name__}.{name} cannot be used in an archive's code")
+        return PyObj(value)
 
     def value_attribute(self, v: Value, name: str, node: ast.AST) -> Binding:
         """``v.name`` on an IR value: a property (an operator), a field, or a method (Bound)."""
@@ -699,6 +721,8 @@ class ExprMixin(EmitterBase):
         return self.b.value("aten::format", [self.b.constant(fmt), *args], StrType)
 
     def expr_Lambda(self, node: ast.Lambda) -> Binding:
+        if self.globals.get("__kiln_restricted__"):
+            raise self.fail(node, "lambda is not TorchScript; an archive's code cannot use it")
         return LambdaVal(node, self.scope, self.emitter)
 
     def expr_Slice(self, node: ast.Slice) -> Binding:

@@ -231,6 +231,8 @@ class SubscriptMixin(EmitterBase):
         return self.comprehension(node, node.generators, [node.elt], expected)
 
     def expr_GeneratorExp(self, node: ast.GeneratorExp) -> Binding:
+        if self.globals.get("__kiln_restricted__"):
+            raise self.fail(node, "a generator expression is not TorchScript; archive code cannot use it")
         return self.comprehension(node, node.generators, [node.elt], None)
 
     def expr_DictComp(self, node: ast.DictComp, expected: Optional[Type] = None) -> Binding:

@@ -182,6 +182,8 @@ class ModuleBuilder:
         self.modules: dict[int, ScriptModule] = {}      # id(PickledObject) -> module
         self.params: dict[int, torch.nn.Parameter] = {}
         self.objects: dict[int, Any] = {}                # id(pickled value) -> run-time value
+        self.deps: dict[str, dict[str, str]] = {}
+        self.cut: dict[str, Any] = {}
         self.keep: list[Any] = []
         self.method_sources: dict[str, dict[str, SourceFunction]] = {}
         self.order: list[ScriptModule] = []
@@ -342,6 +344,13 @@ class ModuleBuilder:
     def compile_all(self) -> None:
         from kiln.frontend.script.compiler import Compiler
         comp = Compiler()
+        # before compiling, which lowers (rewrites) the syntax trees of the archive's code
+        from kiln.serialization.source import class_text_of
+        self.cut = {}
+        for q in {sm.qualified_name for sm in self.order}:
+            decl = self.loader.decls[q]
+            self.deps[q] = self._dependencies(decl.node)
+            self.cut[q] = class_text_of(decl, self.loader.sources[decl.filename], len(self.loader.constants))
         try:
             for qualname, decl in self.loader.decls.items():     # the archive's script classes
                 if decl.kind == "class":
@@ -406,8 +415,9 @@ class ModuleBuilder:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
         qualnames = {id(sm): sm.qualified_name for sm in self.order}
         texts: dict[Any, Any] = {}      # per class: its text and constant references, cut once
-        for qualname in {sm.qualified_name for sm in self.order}:
-            texts[("deps", qualname)] = self._dependencies(self.loader.decls[qualname].node)
+        for qualname, deps in self.deps.items():
+            texts[("deps", qualname)] = deps
+            texts[qualname] = self.cut[qualname]
         for sm in self.order:
             decl = self.loader.decls[sm.qualified_name]
             record = loaded_class(sm, decl, self.loader.sources[decl.filename], self.loader.constants,

@@ -315,7 +315,7 @@ def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tupl
     class text cannot be cut out of its file cleanly); ``cache`` keeps each class's text
     between its instances."""
     if decl.qualname not in cache:
-        cache[decl.qualname] = _class_text_of(decl, source, len(constants))
+        cache[decl.qualname] = class_text_of(decl, source, len(constants))
     cut = cache[decl.qualname]
     if cut is None:
         return None
@@ -352,7 +352,7 @@ def torch_references(node: ast.AST) -> set[str]:
     return out
 
 
-def _class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[tuple[str, set[int]]]:
+def class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[tuple[str, set[int]]]:
     node = decl.node
     if node is None or node.end_lineno is None:
         return None

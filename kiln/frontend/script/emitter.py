@@ -81,7 +81,10 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         ``ParsedFunction``) caches the lowered body, as a function is often inlined many times."""
         lowered = parsed.lowered if parsed is not None else None
         if lowered is None:
-            lowered = exits.lower_exits(copy.deepcopy(body), where)
+            # Lowering rewrites the tree: a copy, except for an archive's code, whose trees
+            # belong to the load alone (and are lowered once, cached on ``parsed``).
+            own = parsed is not None and bool(parsed.globals.get("__kiln_restricted__"))
+            lowered = exits.lower_exits(body if own else copy.deepcopy(body), where)
             if parsed is not None:
                 parsed.lowered = lowered
         if self.return_type is not None:    # every `return` converts to the declared type

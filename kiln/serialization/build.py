@@ -38,7 +38,7 @@ from kiln.ir.types import (
 )
 from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
 from kiln.serialization.pickle import PickledEnum, PickledObject
-from kiln.serialization.source import ClassDecl, definition_text, loaded_class, torch_references
+from kiln.serialization.source import ArchiveTexts, ClassDecl, definition_text, loaded_class
 
 if TYPE_CHECKING:
     from kiln.runtime.module import ScriptModule
@@ -182,8 +182,8 @@ class ModuleBuilder:
         self.modules: dict[int, ScriptModule] = {}      # id(PickledObject) -> module
         self.params: dict[int, torch.nn.Parameter] = {}
         self.objects: dict[int, Any] = {}                # id(pickled value) -> run-time value
-        self.deps: dict[str, dict[str, str]] = {}
-        self.cut: dict[str, Any] = {}
+        self.archive = ArchiveTexts()
+        self.member_types: dict[str, dict[str, Type]] = {}      # per class, parsed once
         self.keep: list[Any] = []
         self.method_sources: dict[str, dict[str, SourceFunction]] = {}
         self.order: list[ScriptModule] = []
@@ -207,7 +207,10 @@ class ModuleBuilder:
         state = self._state(obj, decl)
         sm = ScriptModule(decl.qualname, _original_name(decl.qualname))
         self.modules[id(obj)] = sm
-        types = {name: self.loader.type_of(node, decl) for name, node in decl.members}
+        types = self.member_types.get(decl.qualname)
+        if types is None:
+            types = self.member_types[decl.qualname] = {n: self.loader.type_of(node, decl)
+                                                        for n, node in decl.members}
         for name, _ in decl.members:
             self._member(sm, decl, name, types[name], state[name], depth)
         for cname, value in decl.constants.items():
@@ -345,12 +348,7 @@ class ModuleBuilder:
         from kiln.frontend.script.compiler import Compiler
         comp = Compiler()
         # before compiling, which lowers (rewrites) the syntax trees of the archive's code
-        from kiln.serialization.source import class_text_of
-        self.cut = {}
-        for q in {sm.qualified_name for sm in self.order}:
-            decl = self.loader.decls[q]
-            self.deps[q] = self._dependencies(decl.node)
-            self.cut[q] = class_text_of(decl, self.loader.sources[decl.filename], len(self.loader.constants))
+        self.archive = self._archive_texts()   # before compiling, which rewrites the syntax trees
         try:
             for qualname, decl in self.loader.decls.items():     # the archive's script classes
                 if decl.kind == "class":
@@ -373,33 +371,19 @@ class ModuleBuilder:
         self._check_operators()
         self._remember_sources()
 
-    def _dependencies(self, root: Any) -> dict[str, str]:
-        """The archive's functions and non-module classes ``root`` refers to, transitively, with
-        their texts (what saving the reused class text must write beside it)."""
-        out: dict[str, str] = {}
-        todo = [root]
-        while todo:
-            node = todo.pop()
-            for path in sorted(torch_references(node)):
-                if path in out:
-                    continue
-                found = self._definition(path)
-                if found is not None:
-                    out[path], child = found
-                    todo.append(child)
+    def _archive_texts(self) -> ArchiveTexts:
+        """The texts of the archive's definitions (what saving a loaded module again may reuse)."""
+        out = ArchiveTexts(constants=self.loader.constants)
+        lines = {f: src.split("\n") for f, src in self.loader.sources.items()}
+        for qualname, (filename, fdef) in self.loader.functions.items():
+            text = definition_text(fdef, lines[filename])
+            if text is not None:
+                out.texts[qualname] = text
+        for qualname, decl in self.loader.decls.items():
+            text = definition_text(decl.node, lines[decl.filename]) if decl.node is not None else None
+            if text is not None:
+                out.texts[qualname] = text
         return out
-
-    def _definition(self, path: str) -> Any:
-        entry = self.loader.functions.get(path)
-        if entry is not None:
-            filename, fdef = entry
-            text = definition_text(fdef, self.loader.sources[filename])
-            return (text, fdef) if text is not None else None
-        decl = self.loader.decls.get(path)
-        if decl is None or decl.kind == "module" or decl.node is None:
-            return None
-        text = definition_text(decl.node, self.loader.sources[decl.filename])
-        return (text, decl.node) if text is not None else None
 
     def _check_operators(self) -> None:
         """Refuse operators an archive must not reach (:data:`DENIED_OPERATORS`)."""
@@ -414,14 +398,8 @@ class ModuleBuilder:
     def _remember_sources(self) -> None:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
         qualnames = {id(sm): sm.qualified_name for sm in self.order}
-        texts: dict[Any, Any] = {}      # per class: its text and constant references, cut once
-        for qualname, deps in self.deps.items():
-            texts[("deps", qualname)] = deps
-            texts[qualname] = self.cut[qualname]
         for sm in self.order:
-            decl = self.loader.decls[sm.qualified_name]
-            record = loaded_class(sm, decl, self.loader.sources[decl.filename], self.loader.constants,
-                                  qualnames, texts)
+            record = loaded_class(sm, self.archive, qualnames)
             if record is not None:
                 sm.__dict__["_kiln_archive_class"] = record
 

@@ -169,7 +169,7 @@ class ClassWriter:
         members = module_members(sm)
         loaded = sm.__dict__.get("_kiln_archive_class")
         if isinstance(loaded, LoadedClass) and loaded.still_describes(sm, qualname, members, self.qualnames):
-            self.pending.update(loaded.dependencies)     # written after this class (see _define)
+            self.pending.update(loaded.dependencies())   # written after this class (see _define)
             return loaded.text_for(self.constants)
         name = qualname.rpartition(".")[2]
         lines = [f"class {name}(Module):",
@@ -246,21 +246,41 @@ class ClassWriter:
 
 
 @dataclass
+class ArchiveTexts:
+    """The texts of a loaded archive's top-level definitions (functions, classes) by qualified
+    name, cut from their files by line range at load -- string slicing only; their syntax is
+    looked at again only if a module is saved."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    constants: tuple[Any, ...] = ()
+
+    def dependencies(self, text: str) -> dict[str, str]:
+        """The functions and non-module classes ``text`` refers to, transitively, with their texts."""
+        out: dict[str, str] = {}
+        todo = [text]
+        while todo:
+            for path in sorted(torch_references(ast.parse(todo.pop()))):
+                found = self.texts.get(path)
+                if found is not None and path not in out:
+                    out[path] = found
+                    todo.append(found)
+        return out
+
+
+@dataclass
 class LoadedClass:
     """The class text a module was loaded from, kept so that saving the module again -- unchanged
     -- writes that text rather than a new print of its recompiled graphs (which need not be
     the same text: printing is not a fixed point of compiling).  Saving reuses it only while it
     still describes the module: same qualified name, same members and submodule classes, and
-    the very graphs compiled from it."""
+    the very graphs compiled from it.  The functions and script classes the text calls are
+    written with it (``archive``)."""
 
     qualname: str
     text: str
     members: list[tuple[str, str, str]]          # (name, kind, type annotation)
     graphs: dict[str, Any]                       # method name -> the graph compiled at load
-    constants: dict[int, Any]                    # CONSTANTS index in ``text`` -> the value
-    # the archive's functions and non-module classes the text refers to (transitively), by
-    # qualified name: written with it, as the text calls them
-    dependencies: dict[str, str] = field(default_factory=dict)
+    archive: ArchiveTexts
 
     def still_describes(self, sm: ScriptModule, qualname: str, members: list[Member],
                         qualnames: dict[int, str]) -> bool:
@@ -268,18 +288,23 @@ class LoadedClass:
             return False
         if any(sm._kiln_graphs[n] is not g for n, g in self.graphs.items()):
             return False
+        if any(n >= len(self.archive.constants) for _, _, _, n in _constant_refs(self.text)):
+            return False
         return _member_signature(members, qualnames) == self.members
+
+    def dependencies(self) -> dict[str, str]:
+        return self.archive.dependencies(self.text)
 
     def text_for(self, table: list[Any]) -> str:
         """The text with its ``CONSTANTS.cN`` references renumbered into ``table`` (values are
         found by identity, appended when new)."""
-        if not self.constants:
+        refs = _constant_refs(self.text)
+        if not refs:
             return self.text
         index = {id(v): i for i, v in enumerate(table)}
         lines = self.text.split("\n")
-        refs = _constant_refs(self.text)
         for line, start, end, old in sorted(refs, reverse=True):
-            value = self.constants[old]
+            value = self.archive.constants[old]
             new = index.get(id(value))
             if new is None:
                 new = index[id(value)] = len(table)
@@ -309,28 +334,23 @@ def _constant_refs_in(tree: ast.AST) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def loaded_class(sm: ScriptModule, decl: ClassDecl, source: str, constants: tuple[Any, ...],
-                 qualnames: dict[int, str], cache: dict[Any, Any]) -> Optional[LoadedClass]:
-    """What :class:`LoadedClass` records for ``sm``, just loaded from ``decl`` (None when the
-    class text cannot be cut out of its file cleanly); ``cache`` keeps each class's text
-    between its instances."""
-    if decl.qualname not in cache:
-        cache[decl.qualname] = class_text_of(decl, source, len(constants))
-    cut = cache[decl.qualname]
-    if cut is None:
+def loaded_class(sm: ScriptModule, archive: ArchiveTexts, qualnames: dict[int, str]) -> Optional[LoadedClass]:
+    """What :class:`LoadedClass` records for ``sm``, just loaded (None when its class text could
+    not be cut out of its file cleanly)."""
+    text = archive.texts.get(sm.qualified_name)
+    if text is None:
         return None
-    text, refs = cut
-    return LoadedClass(decl.qualname, text, _member_signature(module_members(sm), qualnames),
-                       dict(sm._kiln_graphs), {n: constants[n] for n in refs},
-                       cache.get(("deps", decl.qualname), {}))
+    return LoadedClass(sm.qualified_name, text, _member_signature(module_members(sm), qualnames),
+                       dict(sm._kiln_graphs), archive)
 
 
-def definition_text(node: ast.AST, source: str) -> Optional[str]:
-    """The text of a top-level definition, cut from its file (None if it cannot be cut cleanly)."""
+def definition_text(node: ast.AST, lines: list[str]) -> Optional[str]:
+    """The text of a top-level definition, cut from its file's lines (None if it cannot be cut
+    cleanly)."""
     start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
     if start is None or end is None:
         return None
-    lines = source.split("\n")[start - 1:end]
+    lines = lines[start - 1:end]
     if not lines or lines[0].startswith((" ", "\t")) or "\r" in "".join(lines):
         return None
     return "\n".join(lines) + "\n"
@@ -350,20 +370,6 @@ def torch_references(node: ast.AST) -> set[str]:
                 for i in range(1, len(parts) + 1):      # every prefix: the definition is one of them
                     out.add(".".join(["__torch__", *reversed(parts)][: i + 1]))
     return out
-
-
-def class_text_of(decl: ClassDecl, source: str, n_constants: int) -> Optional[tuple[str, set[int]]]:
-    node = decl.node
-    if node is None or node.end_lineno is None:
-        return None
-    lines = source.split("\n")[node.lineno - 1:node.end_lineno]
-    if not lines or lines[0].startswith((" ", "\t")) or "\r" in "".join(lines):
-        return None
-    text = "\n".join(lines) + "\n"
-    refs = {n for _, _, _, n in _constant_refs_in(node)}
-    if any(n >= n_constants for n in refs):
-        return None
-    return text, refs
 
 
 def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType]:

@@ -33,7 +33,7 @@ from kiln.frontend.script.env import Binding, Bound, Items, ModuleVal, PyObj, Su
 from kiln.frontend.script.overloads import Overloads, method_overloads, overload_name
 from kiln.frontend.script.source import Frame
 from kiln.ir.builder import Builder
-from kiln.ir.graph import Graph, Value
+from kiln.ir.graph import Graph, Value, tensor_constants
 from kiln.ir.types import (
     TENSOR,
     AnyType,
@@ -230,7 +230,10 @@ class ModuleCompiler:
             for other, (g, other_sig) in shared.items():   # with the helpers it calls on self
                 if other not in info.sigs:
                     info.sigs[other] = other_sig
-                    info.sm._kiln_define_method(other, g.copy(), other_sig.defaults())
+                    # Instances of one type share the graph (as TorchScript's do), unless it holds
+                    # tensor constants, which ``to()`` converts in place per instance.
+                    shared_graph = g if next(tensor_constants(g), None) is None else g.copy()
+                    info.sm._kiln_define_method(other, shared_graph, other_sig.defaults())
             return hit[1]
         info.compiling.add(name)
         try:

@@ -239,10 +239,16 @@ class ModuleBuilder:
 
     def _member(self, sm: ScriptModule, decl: ClassDecl, name: str, t: Type, value: Any, depth: int) -> None:
         where = f"{self.loader.where}/data.pkl: {decl.qualname}.{name}"
-        if isinstance(t, ClassType) and self.loader.decls.get(t.qualname, None) is not None \
-                and self.loader.decls[t.qualname].kind == "module":
-            if not (isinstance(value, PickledObject) and value.qualname == t.qualname):
-                raise ModelFormatError(f"{where}: expected a {t.qualname} module, found {_kind(value)}")
+        declared = self.loader.decls.get(t.qualname) if isinstance(t, ClassType) else None
+        if declared is not None and declared.kind in ("module", "interface"):
+            # a submodule: of the declared class, or of any module class for a module interface
+            # (its methods are compiled against the object's own class)
+            actual = self.loader.decls.get(value.qualname) if isinstance(value, PickledObject) else None
+            ok = actual is not None and actual.kind == "module" and \
+                (declared.kind == "interface" or actual.qualname == declared.qualname)
+            if not ok:
+                raise ModelFormatError(f"{where}: expected a {declared.qualname} module, "
+                                       f"found {_kind(value)}")
             sm.add_module(name, self.build(value, depth + 1))
             return
         value = self._objects(value, t, where, 0)

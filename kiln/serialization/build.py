@@ -62,6 +62,14 @@ class ArchiveUnit:
         self._namespace: dict[str, Any] = {}
         self._functions: dict[str, SourceFunction] = {}
         self._types: dict[str, Any] = {}
+        self._sources: dict[str, Source] = {}
+
+    def source(self, filename: str) -> Source:
+        """One :class:`Source` per code file (its lines are split once)."""
+        src = self._sources.get(filename)
+        if src is None:
+            src = self._sources[filename] = Source(self.loader.sources[filename], filename)
+        return src
 
     def function(self, qualname: str) -> Any:
         """The archive's function ``qualname`` as a source function (None if there is none)."""
@@ -69,8 +77,8 @@ class ArchiveUnit:
         if fn is None and qualname in self.loader.functions:
             from kiln.serialization.upgraders import upgrade
             filename, fdef = self.loader.functions[qualname]
-            src = Source(self.loader.sources[filename], filename)
-            fdef = upgrade(fdef, self.loader.version)
+            src = self.source(filename)
+            fdef = upgrade(fdef, self.loader.version, src.text)
             fn = self._functions[qualname] = SourceFunction(fdef.name, src, fdef, self)
         return fn
 
@@ -109,9 +117,9 @@ class ArchiveUnit:
 
     def _class_methods(self, decl: ClassDecl) -> dict[str, SourceFunction]:
         from kiln.serialization.upgraders import upgrade
-        src = Source(self.loader.sources[decl.filename], decl.filename)
+        src = self.source(decl.filename)
         return {n: SourceFunction(f"{decl.qualname.rpartition('.')[2]}.{n}", src,
-                                  _untyped_self(upgrade(f, self.loader.version)), self)
+                                  _untyped_self(upgrade(f, self.loader.version, src.text)), self)
                 for n, f in decl.methods.items()}
 
     def namespace(self) -> dict[str, Any]:
@@ -343,8 +351,8 @@ class ModuleBuilder:
         known = self.method_sources.get(decl.qualname)
         if known is None:
             from kiln.serialization.upgraders import upgrade
-            src = Source(self.loader.sources[decl.filename], decl.filename)
-            known = {name: SourceFunction(name, src, upgrade(fdef, self.loader.version), self.unit)
+            src = self.unit.source(decl.filename)
+            known = {name: SourceFunction(name, src, upgrade(fdef, self.loader.version, src.text), self.unit)
                      for name, fdef in decl.methods.items()}
             self.method_sources[decl.qualname] = known
         return known

@@ -130,6 +130,7 @@ class ArchiveLoader:
         self.decls: dict[str, ClassDecl] = {}
         self.functions: dict[str, tuple[str, ast.FunctionDef]] = {}   # qualname -> (file, def)
         self.sources: dict[str, str] = {}      # filename -> decoded text
+        self.lines: dict[str, list[str]] = {}  # filename -> its lines, when needed
         self.version = 0
         self.constants: tuple[Any, ...] = ()
 
@@ -229,7 +230,7 @@ class ArchiveLoader:
     # -- types -----------------------------------------------------------------------------
     def type_of(self, node: ast.expr, decl: ClassDecl) -> Type:
         """A member's declared type (a syntax tree of the class body) as an IR type."""
-        text = ast.unparse(node)
+        text = self._segment(node, decl.filename) or ast.unparse(node)
         try:
             t = parse_type(text.replace("Tuple[()]", "Tuple[]"))
         except KilnError as e:
@@ -242,6 +243,17 @@ class ArchiveLoader:
                                        f"{text!r} ({decl.filename}:{node.lineno}), naming class {name}, "
                                        "which the archive's code does not define")
         return self._archive_type(t)
+
+    def _segment(self, node: ast.expr, filename: str) -> str:
+        """The source text of a one-line expression (cheaper than unparsing it)."""
+        if node.end_lineno != node.lineno or node.end_col_offset is None:
+            return ""
+        lines = self.lines.get(filename)
+        if lines is None:
+            lines = self.lines[filename] = self.sources[filename].split("\n")
+        if not 0 < node.lineno <= len(lines):
+            return ""
+        return lines[node.lineno - 1][node.col_offset:node.end_col_offset]
 
     def _archive_type(self, t: Type) -> Type:
         """``t`` with the archive's enum classes as enum types (the type parser sees only names)."""

@@ -107,11 +107,14 @@ def _needs_upgrade(node: ast.AST, version: int) -> bool:
     return entry is not None and version < entry[0]
 
 
-def upgrade(fdef: ast.FunctionDef, version: int) -> ast.FunctionDef:
+def upgrade(fdef: ast.FunctionDef, version: int, text: str = "") -> ast.FunctionDef:
     """``fdef`` with calls of operators that changed after ``version`` sent to their
-    upgraders (``fdef`` itself when there are none)."""
-    if version >= max(v for v, _ in UPGRADERS.values()) or not any(_needs_upgrade(n, version)
-                                                                    for n in ast.walk(fdef)):
+    upgraders (``fdef`` itself when there are none).  ``text``, the source the definition
+    comes from, lets most definitions skip the walk: no ``torch.<op>(`` in it, nothing to do."""
+    ops = [op for op, (v, _) in UPGRADERS.items() if version < v]
+    if not ops or (text and not any(f"torch.{op}(" in text for op in ops)):
+        return fdef
+    if not any(_needs_upgrade(n, version) for n in ast.walk(fdef)):
         return fdef
     new = copy.deepcopy(fdef)
     rw = _Rewrite(version)

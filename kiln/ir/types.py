@@ -14,6 +14,7 @@ Types are immutable, hashable values.  Each has two spellings:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional as Opt
 
@@ -361,6 +362,20 @@ def _accepts_container_or_optional(expected: Type, actual: Type) -> bool:
     if isinstance(expected, UnionType):
         return any(is_subtype(actual, e) or _accepts_container(e, actual) for e in expected.elems)
     return _accepts_container(expected, actual)
+
+
+def walk_types(t: Type) -> Iterator[Type]:
+    """``t`` and every type inside it (elements, fields, keys and values), depth first."""
+    stack = [t]
+    while stack:
+        cur = stack.pop()
+        yield cur
+        if isinstance(cur, (ListType, OptionalType, FutureType)):
+            stack.append(cur.elem)
+        elif isinstance(cur, (TupleType, UnionType, NamedTupleType)):
+            stack.extend(reversed(cur.elems))
+        elif isinstance(cur, DictType):
+            stack += [cur.value, cur.key]
 
 
 def type_of_value(v: object) -> Type:

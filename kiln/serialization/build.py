@@ -35,6 +35,7 @@ from kiln.ir.types import (
     OptionalType,
     TupleType,
     Type,
+    walk_types,
 )
 from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
 from kiln.serialization.pickle import PickledEnum, PickledObject
@@ -421,18 +422,7 @@ class ModuleBuilder:
 def _may_hold_objects(t: Type) -> bool:
     """Whether values of type ``t`` can contain script-class objects (decided on the type, so
     that plain nested lists are never walked)."""
-    stack = [t]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, ClassType):
-            return True
-        if isinstance(cur, (ListType, OptionalType)):
-            stack.append(cur.elem)
-        elif isinstance(cur, TupleType):
-            stack.extend(cur.elems)
-        elif isinstance(cur, DictType):
-            stack.append(cur.value)
-    return False
+    return any(isinstance(x, ClassType) for x in walk_types(t))
 
 
 def _untyped_self(fdef: ast.FunctionDef) -> ast.FunctionDef:

@@ -59,6 +59,7 @@ from kiln.ir.types import (
     Type,
     UnionType,
     parse_type,
+    walk_types,
 )
 from kiln.serialization.archive import ArchiveReader, open_archive
 from kiln.serialization.limits import Limits
@@ -268,18 +269,7 @@ class ArchiveLoader:
 
 def _class_names(t: Type) -> list[str]:
     """The class names inside a type (``Optional[__torch__.A]`` -> ``["__torch__.A"]``)."""
-    out, stack = [], [t]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, ClassType):
-            out.append(cur.qualname)
-        elif isinstance(cur, (ListType, OptionalType)):
-            stack.append(cur.elem)
-        elif isinstance(cur, (TupleType, UnionType)):
-            stack.extend(cur.elems)
-        elif isinstance(cur, DictType):
-            stack += [cur.key, cur.value]
-    return out
+    return [x.qualname for x in walk_types(t) if isinstance(x, ClassType)]
 
 
 def _location(map_location: Any) -> Optional[str]:

@@ -45,17 +45,12 @@ from kiln.ir.types import (
     TENSOR,
     BoolType,
     ClassType,
-    DictType,
     EnumType,
-    FutureType,
-    ListType,
     NamedTupleType,
     NoneType,
-    OptionalType,
-    TupleType,
     Type,
-    UnionType,
     type_of_value,
+    walk_types,
 )
 from kiln.serialization.limits import Limits
 
@@ -374,17 +369,9 @@ def torch_references(node: ast.AST) -> set[str]:
 
 def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType]:
     """The NamedTuple and enum types inside ``t`` (itself included)."""
-    stack = [t]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, (NamedTupleType, EnumType)):
-            yield cur
-        elif isinstance(cur, (ListType, OptionalType, FutureType)):
-            stack.append(cur.elem)
-        elif isinstance(cur, (TupleType, UnionType)):
-            stack.extend(reversed(cur.elems))
-        elif isinstance(cur, DictType):
-            stack += [cur.value, cur.key]
+    for x in walk_types(t):
+        if isinstance(x, (NamedTupleType, EnumType)):
+            yield x
 
 
 def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType]:

@@ -20,6 +20,7 @@ import ast
 import copy
 import enum
 import operator
+import re
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from kiln.runtime.module import ScriptModule
     from kiln.serialization.load import ArchiveLoader
 
+
+_MANGLED = re.compile(r"___torch_mangle_[0-9]+\.")
 
 # Operators that touch the file system or the process; code from an archive may not call them.
 DENIED_OPERATORS = {
@@ -191,7 +194,8 @@ class ModuleBuilder:
         self.modules: dict[int, ScriptModule] = {}      # id(PickledObject) -> module
         self.params: dict[int, torch.nn.Parameter] = {}
         self.objects: dict[int, Any] = {}                # id(pickled value) -> run-time value
-        self.archive = ArchiveTexts()
+        self.archive = self._archive_texts()   # before compiling, which rewrites the syntax trees
+        self.by_text: dict[str, dict[str, SourceFunction]] = {}
         self.member_types: dict[str, dict[str, Type]] = {}      # per class, parsed once
         self.keep: list[Any] = []
         self.method_sources: dict[str, dict[str, SourceFunction]] = {}
@@ -350,12 +354,22 @@ class ModuleBuilder:
         """The method sources of ``decl``: one dict per class, shared by its instances (the
         compiler shares their graphs)."""
         known = self.method_sources.get(decl.qualname)
+        if known is not None:
+            return known
+        # TorchScript gives every traced instance (and every scripted variant) a mangled class;
+        # classes whose text is the same but for the mangling share their sources, and so their
+        # compilation (the compiler's type key holds the sources, not the class name)
+        text = self.archive.texts.get(decl.qualname)
+        key = _MANGLED.sub("", text) if text is not None else None
+        known = self.by_text.get(key) if key is not None else None
         if known is None:
             from kiln.serialization.upgraders import upgrade
             src = self.unit.source(decl.filename)
             known = {name: SourceFunction(name, src, upgrade(fdef, self.loader.version, src.text), self.unit)
                      for name, fdef in decl.methods.items()}
-            self.method_sources[decl.qualname] = known
+            if key is not None:
+                self.by_text[key] = known
+        self.method_sources[decl.qualname] = known
         return known
 
     # -- methods -----------------------------------------------------------------------------
@@ -363,7 +377,6 @@ class ModuleBuilder:
         from kiln.frontend.script.compiler import Compiler
         comp = Compiler()
         # before compiling, which lowers (rewrites) the syntax trees of the archive's code
-        self.archive = self._archive_texts()   # before compiling, which rewrites the syntax trees
         try:
             for qualname, decl in self.loader.decls.items():     # the archive's script classes
                 if decl.kind == "class":

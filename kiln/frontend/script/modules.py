@@ -292,8 +292,9 @@ class ModuleCompiler:
             consts = tuple(sorted((k, _hashable_const(v)) for k, v in info.constants.items()))
             # Loaded modules are all ScriptModules: their class is the qualified name plus
             # the method sources the archive gave that class.
-            sources = id(sm.__dict__.get("_kiln_method_sources")) if info.module is sm else None
-            info.key = (type(info.module), sm.qualified_name, sources, consts,
+            sources = sm.__dict__.get("_kiln_method_sources") if info.module is sm else None
+            name = sm.qualified_name if sources is None else id(sources)   # shared sources: one class
+            info.key = (type(info.module), name, consts,
                         tuple(sorted(info.attr_types.items(), key=str)),
                         tuple((k, self.type_key(v)) for k, v in info.subs.items()),
                         tuple((k, p is None) for k, p in sm._parameters.items()),

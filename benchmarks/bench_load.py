@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_core import _short, import_kiln, machine_info
+from bench_core import _randomize_batchnorm, _short, import_kiln, machine_info
 from torch import nn
 
 MODELS = ("resnet18", "convnet16")
@@ -172,16 +172,6 @@ class ConvNet16(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         return self.head(torch.flatten(self.pool(x), 1))
-
-
-def _randomize_batchnorm(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model
 
 
 @dataclass

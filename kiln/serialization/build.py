@@ -49,12 +49,6 @@ if TYPE_CHECKING:
 
 _MANGLED = re.compile(r"___torch_mangle_[0-9]+\.")
 
-# Operators that touch the file system or the process; code from an archive may not call them.
-DENIED_OPERATORS = {
-    "aten::from_file": "maps (and with shared=True creates) a file named by the archive",
-}
-
-
 class ArchiveUnit:
     """What names in an archive's code may refer to: TorchScript source's builtins, this
     archive's ``CONSTANTS`` table and its free functions under ``__torch__`` (what
@@ -79,12 +73,16 @@ class ArchiveUnit:
         """The archive's function ``qualname`` as a source function (None if there is none)."""
         fn = self._functions.get(qualname)
         if fn is None and qualname in self.loader.functions:
-            from kiln.serialization.upgraders import upgrade
             filename, fdef = self.loader.functions[qualname]
-            src = self.source(filename)
-            fdef = upgrade(fdef, self.loader.version, src.text)
-            fn = self._functions[qualname] = SourceFunction(fdef.name, src, fdef, self)
+            fn = self._functions[qualname] = self.source_function(fdef.name, filename, fdef)
         return fn
+
+    def source_function(self, name: str, filename: str, fdef: ast.FunctionDef) -> SourceFunction:
+        """A definition of the archive's code as the compiler takes it, with the upgraders of
+        the archive's version applied."""
+        from kiln.serialization.upgraders import upgrade
+        src = self.source(filename)
+        return SourceFunction(name, src, upgrade(fdef, self.loader.version, src.text), self)
 
     def type_class(self, qualname: str) -> Any:
         """A Python class standing for the archive's NamedTuple or enum ``qualname`` (None if
@@ -102,17 +100,12 @@ class ArchiveUnit:
             make_enum: Any = enum.Enum     # the functional form (a class built by type(), no code run)
             cls = make_enum(name, list(decl.enum_values.items()), module=module, qualname=name)
         elif decl.kind == "class":
-            if "__setstate__" in decl.methods or "__getstate__" in decl.methods:
-                raise UnsupportedFeature(f"{decl.filename}: class {qualname} defines __setstate__, which "
-                                         "TorchScript runs while loading; Kiln never runs archive code "
-                                         "at load")
-            methods = self._class_methods(decl)
-            hints = {n: ast.unparse(node) for n, node in decl.members}
-            cls = type(name, (), {**methods, "__annotations__": hints, "__module__": module,
-                                  "__qualname__": name, "_kiln_archive_class": True})
+            refuse_state_methods(decl)
+            cls = type(name, (), {**self._class_methods(decl), "__annotations__": _hints(decl),
+                                  "__module__": module, "__qualname__": name, "_kiln_archive_class": True})
         else:
             fields = tuple(n for n, _ in decl.members)
-            hints = {n: ast.unparse(node) for n, node in decl.members}
+            hints = _hints(decl)
             body: dict[str, Any] = {f: property(operator.itemgetter(i)) for i, f in enumerate(fields)}
             body.update(_fields=fields, __annotations__=hints, __module__=module, __qualname__=name)
             cls = type(name, (_ArchiveTuple,), body)
@@ -120,10 +113,8 @@ class ArchiveUnit:
         return cls
 
     def _class_methods(self, decl: ClassDecl) -> dict[str, SourceFunction]:
-        from kiln.serialization.upgraders import upgrade
-        src = self.source(decl.filename)
-        return {n: SourceFunction(f"{decl.qualname.rpartition('.')[2]}.{n}", src,
-                                  _untyped_self(upgrade(f, self.loader.version, src.text)), self)
+        return {n: self.source_function(f"{decl.qualname.rpartition('.')[2]}.{n}", decl.filename,
+                                        _untyped_self(f))
                 for n, f in decl.methods.items()}
 
     def namespace(self) -> dict[str, Any]:
@@ -214,16 +205,11 @@ class ModuleBuilder:
         if decl.kind != "module":
             raise UnsupportedFeature(f"{self.loader.where}/data.pkl: objects of {decl.kind} "
                                      f"{obj.qualname} are not supported yet")
-        if "__setstate__" in decl.methods or "__getstate__" in decl.methods:
-            raise UnsupportedFeature(f"{decl.filename}: class {decl.qualname} defines __setstate__, which "
-                                     "TorchScript runs while loading; Kiln never runs archive code at load")
+        refuse_state_methods(decl)
         state = self._state(obj, decl)
         sm = ScriptModule(decl.qualname, _original_name(decl.qualname))
         self.modules[id(obj)] = sm
-        types = self.member_types.get(decl.qualname)
-        if types is None:
-            types = self.member_types[decl.qualname] = {n: self.loader.type_of(node, decl)
-                                                        for n, node in decl.members}
+        types = self.field_types(decl)
         for name, _ in decl.members:
             self._member(sm, decl, name, types[name], state[name], depth)
         for cname, value in decl.constants.items():
@@ -324,10 +310,15 @@ class ModuleBuilder:
         return out
 
     def field_types(self, decl: ClassDecl) -> dict[str, Type]:
-        """The declared field types of a script class (kept for saving its objects again)."""
-        from kiln.ir.objects import FIELD_TYPES
-        types = {name: self.loader.type_of(node, decl) for name, node in decl.members}
-        FIELD_TYPES[decl.qualname] = types
+        """The declared member types of a class, parsed once per class; a script class's are
+        also kept where saving its objects again finds them."""
+        types = self.member_types.get(decl.qualname)
+        if types is None:
+            types = self.member_types[decl.qualname] = {n: self.loader.type_of(node, decl)
+                                                        for n, node in decl.members}
+            if decl.kind == "class":
+                from kiln.ir.objects import FIELD_TYPES
+                FIELD_TYPES[decl.qualname] = types
         return types
 
     def _enums(self, value: Any, t: Type, where: str) -> Any:
@@ -363,9 +354,7 @@ class ModuleBuilder:
         key = _MANGLED.sub("", text) if text is not None else None
         known = self.by_text.get(key) if key is not None else None
         if known is None:
-            from kiln.serialization.upgraders import upgrade
-            src = self.unit.source(decl.filename)
-            known = {name: SourceFunction(name, src, upgrade(fdef, self.loader.version, src.text), self.unit)
+            known = {name: self.unit.source_function(name, decl.filename, fdef)
                      for name, fdef in decl.methods.items()}
             if key is not None:
                 self.by_text[key] = known
@@ -376,7 +365,6 @@ class ModuleBuilder:
     def compile_all(self) -> None:
         from kiln.frontend.script.compiler import Compiler
         comp = Compiler()
-        # before compiling, which lowers (rewrites) the syntax trees of the archive's code
         try:
             for qualname, decl in self.loader.decls.items():     # the archive's script classes
                 if decl.kind == "class":
@@ -396,32 +384,21 @@ class ModuleBuilder:
         finally:
             for sm in self.order:
                 sm.__dict__.pop("_kiln_method_sources", None)
-        self._check_operators()
         self._remember_sources()
 
     def _archive_texts(self) -> ArchiveTexts:
         """The texts of the archive's definitions (what saving a loaded module again may reuse)."""
         out = ArchiveTexts(constants=self.loader.constants)
-        lines = {f: src.split("\n") for f, src in self.loader.sources.items()}
+        lines = self.loader.file_lines
         for qualname, (filename, fdef) in self.loader.functions.items():
-            text = definition_text(fdef, lines[filename])
+            text = definition_text(fdef, lines(filename))
             if text is not None:
                 out.texts[qualname] = text
         for qualname, decl in self.loader.decls.items():
-            text = definition_text(decl.node, lines[decl.filename]) if decl.node is not None else None
+            text = definition_text(decl.node, lines(decl.filename)) if decl.node is not None else None
             if text is not None:
                 out.texts[qualname] = text
         return out
-
-    def _check_operators(self) -> None:
-        """Refuse operators an archive must not reach (:data:`DENIED_OPERATORS`)."""
-        for sm in self.order:
-            for name, graph in sm._kiln_graphs.items():
-                for node in graph.all_nodes():
-                    why = DENIED_OPERATORS.get(node.kind)
-                    if why is not None:
-                        raise UnsupportedFeature(f"{self.loader.where}/code: {sm.qualified_name}.{name} "
-                                                 f"calls {node.kind}, which {why}; Kiln does not load it")
 
     def _remember_sources(self) -> None:
         """Each module keeps the class text it came from (see :class:`.source.LoadedClass`)."""
@@ -430,6 +407,21 @@ class ModuleBuilder:
             record = loaded_class(sm, self.archive, qualnames)
             if record is not None:
                 sm.__dict__["_kiln_archive_class"] = record
+
+
+def refuse_state_methods(decl: ClassDecl) -> None:
+    """TorchScript runs a class's ``__setstate__`` while loading; Kiln never runs archive code
+    at load, so such a class is refused."""
+    for method in ("__setstate__", "__getstate__"):
+        if method in decl.methods:
+            raise UnsupportedFeature(f"{decl.filename}: class {decl.qualname} defines {method}; TorchScript "
+                                     "runs a class's __setstate__ while loading, Kiln never runs archive "
+                                     "code at load")
+
+
+def _hints(decl: ClassDecl) -> dict[str, str]:
+    """A class's member annotations as text (the compiler parses them like a Python class's)."""
+    return {n: ast.unparse(node) for n, node in decl.members}
 
 
 def _may_hold_objects(t: Type) -> bool:

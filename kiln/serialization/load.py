@@ -249,12 +249,17 @@ class ArchiveLoader:
         """The source text of a one-line expression (cheaper than unparsing it)."""
         if node.end_lineno != node.lineno or node.end_col_offset is None:
             return ""
-        lines = self.lines.get(filename)
-        if lines is None:
-            lines = self.lines[filename] = self.sources[filename].split("\n")
+        lines = self.file_lines(filename)
         if not 0 < node.lineno <= len(lines):
             return ""
         return lines[node.lineno - 1][node.col_offset:node.end_col_offset]
+
+    def file_lines(self, filename: str) -> list[str]:
+        """The lines of a code file, split once (``\n`` only: positions are the parser's)."""
+        lines = self.lines.get(filename)
+        if lines is None:
+            lines = self.lines[filename] = self.sources[filename].split("\n")
+        return lines
 
     def _archive_type(self, t: Type) -> Type:
         """``t`` with the archive's enum classes as enum types (the type parser sees only names)."""
@@ -319,8 +324,7 @@ def _conforms(value: Any, t: Type, seen: Optional[set[tuple[int, Type]]]) -> boo
             return value._kiln_type == t.qualname
         return isinstance(value, PickledObject) and value.qualname == t.qualname
     if isinstance(t, EnumType):
-        return isinstance(value, enum.Enum) and type(value).__module__ is not None \
-            and t.qualname.endswith("." + type(value).__name__)
+        return isinstance(value, enum.Enum) and t.qualname.endswith("." + type(value).__name__)
     return False
 
 

@@ -109,9 +109,9 @@ def save(module: Any, f: PathOrFile, _extra_files: Optional[Mapping[str, Union[s
 
 def format_version(module: ScriptModule) -> int:
     """The lowest format version whose readers give every operator of the tree its meaning."""
-    from kiln.serialization.source import _post_order
+    from kiln.serialization.source import post_order
     version = BASE_VERSION
-    for sm in _post_order(module):
+    for sm in post_order(module):
         for graph in sm._kiln_graphs.values():
             version = max(version, _graph_version(graph))
     return version
@@ -132,7 +132,6 @@ class _Pickler:
         self.classes = classes
         self.tensors = tensors
         self.done: dict[int, PickledObject] = {}
-        self.tensor_calls: dict[int, Any] = {}
 
     def module(self, sm: ScriptModule) -> PickledObject:
         known = self.done.get(id(sm))
@@ -147,10 +146,7 @@ class _Pickler:
         return obj
 
     def tensor(self, t: torch.Tensor) -> Any:
-        call = self.tensor_calls.get(id(t))
-        if call is None:
-            call = self.tensor_calls[id(t)] = self.tensors.reduce(t)
-        return call
+        return self.tensors.reduce(t)     # the same tensor gives the same call: pickled once
 
     def value(self, v: Any, t: Type) -> Any:
         if v is None:

@@ -133,7 +133,7 @@ class ClassWriter:
 
     def add_tree(self, root: ScriptModule) -> str:
         """Define the classes of ``root``'s tree (submodules first); ``root``'s qualname."""
-        for sm in _post_order(root):
+        for sm in post_order(root):
             if id(sm) not in self.qualnames:
                 self.qualnames[id(sm)] = self._define(sm)
         return self.qualnames[id(root)]
@@ -192,7 +192,7 @@ class ClassWriter:
     def add_types(self, root: ScriptModule) -> None:
         """Define the NamedTuples and enums the methods of ``root``'s tree use (in the order
         their graphs mention them)."""
-        for sm in _post_order(root):
+        for sm in post_order(root):
             for m in module_members(sm):
                 for t in _nested_types(m.type):
                     self._define_type(t)
@@ -414,7 +414,7 @@ def _enum_body(t: EnumType) -> str:
     return "".join(lines) or "  pass\n"
 
 
-def _post_order(root: ScriptModule) -> Iterator[ScriptModule]:
+def post_order(root: ScriptModule) -> Iterator[ScriptModule]:
     """Every ScriptModule of the tree once, submodules before their parent (iteratively)."""
     from kiln.runtime.module import ScriptModule
     seen: set[int] = set()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ast
 import copy
-from typing import Any
+from typing import Any, Optional
 
 # op name -> (version that changed it, upgrader function name)
 UPGRADERS = {
@@ -88,23 +88,22 @@ class _Rewrite(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> Any:
         self.generic_visit(node)
-        f = node.func
-        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "torch":
-            entry = UPGRADERS.get(f.attr)
-            if entry is not None and self.version < entry[0]:
-                node.func = ast.copy_location(ast.Name(id=entry[1], ctx=ast.Load()), f)
-                self.changed = True
+        name = _upgrader_of(node, self.version)
+        if name is not None:
+            node.func = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node.func)
+            self.changed = True
         return node
 
 
-def _needs_upgrade(node: ast.AST, version: int) -> bool:
+def _upgrader_of(node: ast.AST, version: int) -> Optional[str]:
+    """The upgrader a ``torch.<op>(...)`` call needs in code of ``version`` (None: none)."""
     if not isinstance(node, ast.Call):
-        return False
+        return None
     f = node.func
     if not (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "torch"):
-        return False
+        return None
     entry = UPGRADERS.get(f.attr)
-    return entry is not None and version < entry[0]
+    return entry[1] if entry is not None and version < entry[0] else None
 
 
 def upgrade(fdef: ast.FunctionDef, version: int, text: str = "") -> ast.FunctionDef:
@@ -114,7 +113,7 @@ def upgrade(fdef: ast.FunctionDef, version: int, text: str = "") -> ast.Function
     ops = [op for op, (v, _) in UPGRADERS.items() if version < v]
     if not ops or (text and not any(f"torch.{op}(" in text for op in ops)):
         return fdef
-    if not any(_needs_upgrade(n, version) for n in ast.walk(fdef)):
+    if all(_upgrader_of(n, version) is None for n in ast.walk(fdef)):
         return fdef
     new = copy.deepcopy(fdef)
     rw = _Rewrite(version)

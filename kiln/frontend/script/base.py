@@ -45,6 +45,7 @@ class EmitterBase:
         self.uninit: set[Value] = set()     # prim::Uninitialized placeholders (no value yet)
         self.return_type: Optional[Type] = None
         self.expected_type: Optional[Type] = None    # the annotated type of the value being built
+        self.here: Optional[ast.AST] = None          # the statement or expression being emitted
 
     @property
     def emitter(self) -> FunctionEmitter:
@@ -59,6 +60,14 @@ class EmitterBase:
 
     def at(self, node: ast.AST) -> None:
         self.b.source = self.source.range(node)
+        self.here = node
+
+    @property
+    def restricted(self) -> bool:
+        """Whether this is code from an archive (see ``kiln.serialization.build.ArchiveUnit``):
+        it may call operators and its own functions only -- no Python functions, no torch
+        submodules, no lambdas or generators, no operators that touch files."""
+        return bool(self.globals.get("__kiln_restricted__"))
 
     # -- values --------------------------------------------------------------------------
     def uninitialized(self, t: Type) -> Value:

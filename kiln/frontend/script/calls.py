@@ -68,6 +68,10 @@ from kiln.ir.types import (
     VarType,
 )
 
+# Operators that touch files or the process: code from an archive may not call them, however
+# it names them (``torch.from_file``, ``ops.aten.from_file``), used or not.
+ARCHIVE_DENIED_OPERATORS = {"aten::from_file": "maps (and with shared=True creates) a file"}
+
 _NO_TORCH_FUNCTION = {"has_torch_function", "has_torch_function_unary", "has_torch_function_variadic",
                       "_has_torch_function", "_has_torch_function_unary", "_has_torch_function_variadic"}
 
@@ -90,6 +94,9 @@ class CallMixin(EmitterBase):
         m = resolve_typed(name, [a.type for a in args], {k: v.type for k, v in kwargs.items()})
         if m is None:
             return None
+        why = ARCHIVE_DENIED_OPERATORS.get(m.op.schema.name) if self.restricted else None
+        if why is not None:
+            raise self.fail(self.here, f"{m.op.schema.name} {why}; an archive's code cannot call it")
         inputs: list[Value] = []
         for p, (kind, what) in zip(m.op.schema.arguments, m.slots):
             if kind == "arg":
@@ -307,7 +314,7 @@ class CallMixin(EmitterBase):
         if isinstance(obj, SourceFunction):   # another function of the same kiln.compile source
             return self.comp.inline_function(self.emitter, obj, args, kwargs, node)
         if isinstance(obj, types.FunctionType):
-            if self.globals.get("__kiln_restricted__"):
+            if self.restricted:
                 raise self.fail(node, f"{_name_of(obj)} cannot be called from an archive's code: it may "
                                       "call operators and the archive's own functions only")
             if _is_torch_python(obj):

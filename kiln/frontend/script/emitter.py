@@ -83,7 +83,7 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         if lowered is None:
             # Lowering rewrites the tree: a copy, except for an archive's code, whose trees
             # belong to the load alone (and are lowered once, cached on ``parsed``).
-            own = parsed is not None and bool(parsed.globals.get("__kiln_restricted__"))
+            own = parsed is not None and self.restricted
             lowered = exits.lower_exits(body if own else copy.deepcopy(body), where)
             if parsed is not None:
                 parsed.lowered = lowered

@@ -89,11 +89,6 @@ def is_tensor(t: Type) -> bool:
     return isinstance(t, TensorType)
 
 
-# Operators that touch files or the process: code from an archive may not name them.
-_DENIED_IN_ARCHIVES = {"from_file": "maps (and with shared=True creates) a file",
-                       "save": "writes a file", "load": "reads a file"}
-
-
 class ExprMixin(EmitterBase):
     # -- entry points ------------------------------------------------------------------
     def expr(self, node: ast.expr, expected: Optional[Type] = None) -> Binding:
@@ -569,7 +564,7 @@ class ExprMixin(EmitterBase):
     def py_attribute(self, obj: Any, name: str, node: ast.AST) -> Binding:
         if name == "__new__" and isinstance(obj, type):
             return Bound(PyObj(obj), name)
-        if isinstance(obj, types.ModuleType) and self.globals.get("__kiln_restricted__"):
+        if isinstance(obj, types.ModuleType) and self.restricted:
             return self.restricted_attribute(obj, name, node)
         if isinstance(obj, type) and issubclass(obj, enum.Enum) and name in obj.__members__:
             return PyObj(obj.__members__[name])
@@ -585,8 +580,6 @@ class ExprMixin(EmitterBase):
         submodule (whose first access would import it) or a Python function (whose source
         would be read and compiled); ``torch.name`` is the operator ``aten::name``, as
         TorchScript's printer means it."""
-        if module is torch and name in _DENIED_IN_ARCHIVES:
-            raise self.fail(node, f"torch.{name} {_DENIED_IN_ARCHIVES[name]}; archive code cannot use it")
         value = vars(module).get(name)
         if module is torch and (value is None or isinstance(value, (types.ModuleType, types.FunctionType))):
             return PyObj(AtenName(name))
@@ -721,7 +714,7 @@ class ExprMixin(EmitterBase):
         return self.b.value("aten::format", [self.b.constant(fmt), *args], StrType)
 
     def expr_Lambda(self, node: ast.Lambda) -> Binding:
-        if self.globals.get("__kiln_restricted__"):
+        if self.restricted:
             raise self.fail(node, "lambda is not TorchScript; an archive's code cannot use it")
         return LambdaVal(node, self.scope, self.emitter)
 

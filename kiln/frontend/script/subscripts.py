@@ -231,7 +231,7 @@ class SubscriptMixin(EmitterBase):
         return self.comprehension(node, node.generators, [node.elt], expected)
 
     def expr_GeneratorExp(self, node: ast.GeneratorExp) -> Binding:
-        if self.globals.get("__kiln_restricted__"):
+        if self.restricted:
             raise self.fail(node, "a generator expression is not TorchScript; archive code cannot use it")
         return self.comprehension(node, node.generators, [node.elt], None)
 

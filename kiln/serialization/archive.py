@@ -85,14 +85,16 @@ import stat
 import struct
 import threading
 import unicodedata
+import weakref
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, NoReturn, TypeAlias
+from typing import Any, BinaryIO, NoReturn, TypeAlias
 
 from kiln.errors import ArchiveError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
 from kiln.serialization.limits import Limits
 
-__all__ = ["ArchiveReader", "ArchiveWriter", "Record", "atomic_write", "name_problem", "open_archive"]
+__all__ = ["ArchiveReader", "ArchiveWriter", "FileBuffer", "Record", "atomic_write", "name_problem",
+           "open_archive"]
 
 _LOCAL_SIG = b"PK\x03\x04"
 _CENTRAL_SIG = b"PK\x01\x02"
@@ -207,15 +209,19 @@ class ArchiveReader:
     """A validated zip archive held in memory.  The whole directory is checked on construction;
     record contents (CRC, inflation) are checked when first read."""
 
-    def __init__(self, data: BytesLike, *, limits: Limits = DEFAULT_LIMITS, source: str = "<bytes>") -> None:
+    def __init__(self, data: BytesLike | FileBuffer, *, limits: Limits = DEFAULT_LIMITS,
+                 source: str = "<bytes>") -> None:
         self._source = source
         self._limits = limits
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         if size > limits.max_archive_bytes:
             self._fail(ResourceLimitExceeded, f"archive of {size} bytes exceeds max_archive_bytes "
                        f"({limits.max_archive_bytes})")
-        self._buf = data if isinstance(data, bytes) else bytes(data)
-        self._mv = memoryview(self._buf)
+        # A file is read where needed (directory and headers now, record data when asked for);
+        # bytes are the whole file in memory.
+        self._file = data if isinstance(data, FileBuffer) else None
+        self._buf: bytes | FileBuffer = data if isinstance(data, (bytes, FileBuffer)) else bytes(data)
+        self._mv = memoryview(self._buf) if isinstance(self._buf, bytes) else None
         self._lock = threading.Lock()
         self._verified: set[str] = set()
         self._charged = 0
@@ -232,6 +238,41 @@ class ArchiveReader:
             rel = name[len(self.prefix) + 1:]
             self._records[rel] = Record(rel, offsets[e.header_offset], e.usize, e.csize, e.method, e.crc,
                                         e.header_offset)
+        if self._file is not None:
+            self._file.drop_cache()
+
+    @classmethod
+    def open_file(cls, path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS,
+                  source: str | None = None) -> ArchiveReader:
+        """A reader over a regular file that reads what it needs when it needs it, instead of
+        the whole file: record data goes straight to its destination (:meth:`read_into`).
+        The file stays open until :meth:`close` (or until the reader is collected)."""
+        shown = os.fspath(path) if source is None else source
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ArchiveError(f"{shown}: not a regular file")
+            buf = FileBuffer(fd, info.st_size, shown)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            return cls(buf, limits=limits, source=shown)
+        except BaseException:
+            buf.close()
+            raise
+
+    def close(self) -> None:
+        """Release the file of a reader made by :meth:`open_file` (nothing for bytes)."""
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -262,6 +303,24 @@ class ArchiveReader:
         if rec.method == _STORED:
             return self._stored(rec)
         return memoryview(self.read(name))
+
+    def read_into(self, name: str, dest: memoryview) -> None:
+        """Fill ``dest`` (writable, exactly the record's size) with the record's contents,
+        size- and CRC-checked: for a file, one read straight into ``dest``."""
+        rec = self.record(name)
+        if dest.nbytes != rec.size:
+            self._fail(ArchiveError, f"record holds {rec.size} bytes, the destination {dest.nbytes}",
+                       record=self._full(rec), offset=rec.offset)
+        self._charge(rec)
+        if rec.method != _STORED:
+            dest[:] = self._inflate(rec)
+            return
+        if self._file is not None:
+            self._file.read_into(rec.offset, dest)
+        else:
+            assert self._mv is not None
+            dest[:] = self._mv[rec.offset:rec.offset + rec.size]
+        self._check_crc(rec, dest)
 
     def data_offset(self, name: str) -> int:
         """File offset of the record's data (64-byte aligned in archives PyTorch writes)."""
@@ -320,7 +379,7 @@ class ArchiveReader:
 
     def _end_records(self, eocd: int) -> tuple[int, int, int]:
         """(entry count, central directory offset, size), checked to end where the end records begin."""
-        _, disk, cd_disk, on_disk, count, cd_size, cd_off, _ = _EOCD.unpack_from(self._buf, eocd)
+        _, disk, cd_disk, on_disk, count, cd_size, cd_off, _ = self._unpack(_EOCD, eocd)
         cd_end = eocd
         locator = eocd - _ZIP64_LOCATOR.size
         if locator >= 0 and self._buf[locator:locator + 4] == _ZIP64_LOCATOR_SIG:
@@ -351,14 +410,14 @@ class ArchiveReader:
 
     def _zip64_end(self, locator: int, plain: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """Read the ZIP64 end record the locator points to: (count, cd offset, cd size, its offset)."""
-        _, z_disk, z_off, disks = _ZIP64_LOCATOR.unpack_from(self._buf, locator)
+        _, z_disk, z_off, disks = self._unpack(_ZIP64_LOCATOR, locator)
         if z_disk != 0 or disks != 1:
             self._fail(UnsupportedFeature, "multi-disk (spanned) ZIP64 archive", offset=locator)
         if z_off + _ZIP64_EOCD.size > locator:
             self._fail(ArchiveError, f"ZIP64 locator points to offset {z_off}, which leaves no room for "
                        "a ZIP64 end record before it", offset=locator)
         sig, rec_size, _, _, disk, cd_disk, on_disk, count, cd_size, cd_off = \
-            _ZIP64_EOCD.unpack_from(self._buf, z_off)
+            self._unpack(_ZIP64_EOCD, z_off)
         if sig != _ZIP64_EOCD_SIG:
             self._fail(ArchiveError, "ZIP64 locator does not point to a ZIP64 end record", offset=z_off)
         if rec_size < _ZIP64_EOCD.size - 12 or z_off + 12 + rec_size != locator:
@@ -391,14 +450,14 @@ class ArchiveReader:
 
     def _central_entry(self, pos: int, end: int) -> tuple[_Entry, int]:
         (sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len,
-         disk, _, _, header_offset) = _CENTRAL.unpack_from(self._buf, pos)
+         disk, _, _, header_offset) = self._unpack(_CENTRAL, pos)
         if sig != _CENTRAL_SIG:
             self._fail(ArchiveError, "expected a central directory header", offset=pos)
         name_at = pos + _CENTRAL.size
         stop = name_at + name_len + extra_len + comment_len
         if stop > end:
             self._fail(ArchiveError, "central directory header overruns the central directory", offset=pos)
-        entry = _Entry(bytes(self._mv[name_at:name_at + name_len]), flags, method, crc, csize, usize,
+        entry = _Entry(bytes(self._buf[name_at:name_at + name_len]), flags, method, crc, csize, usize,
                        header_offset, pos)
         extras = self._extras(name_at + name_len, extra_len, entry)
         self._apply_zip64(entry, extras.get(_ZIP64_ID), disk)
@@ -411,7 +470,7 @@ class ArchiveReader:
         while pos < end:
             if pos + _FIELD.size > end:
                 self._fail(ArchiveError, "truncated extra field header", record=entry.shown(), offset=pos)
-            field_id, field_len = _FIELD.unpack_from(self._buf, pos)
+            field_id, field_len = self._unpack(_FIELD, pos)
             if pos + _FIELD.size + field_len > end:
                 self._fail(ArchiveError, f"extra field 0x{field_id:04x} of {field_len} bytes overruns its "
                            "extra area", record=entry.shown(), offset=pos)
@@ -536,7 +595,7 @@ class ArchiveReader:
         if pos + _LOCAL.size > limit:
             self._fail(ArchiveError, "local header runs into the central directory", record=shown, offset=pos)
         sig, _, flags, method, _, _, crc, csize, usize, name_len, extra_len = \
-            _LOCAL.unpack_from(self._buf, pos)
+            self._unpack(_LOCAL, pos)
         if sig != _LOCAL_SIG:
             self._fail(ArchiveError, "no local file header where the central directory points", record=shown,
                        offset=pos)
@@ -583,7 +642,7 @@ class ArchiveReader:
         starts = [data_end + 4] if self._buf[data_end:data_end + 4] == _DESCRIPTOR_SIG else []
         for start in [*starts, data_end]:
             if start + layout.size <= limit and \
-                    layout.unpack_from(self._buf, start) == (entry.crc, entry.csize, entry.usize):
+                    self._unpack(layout, start) == (entry.crc, entry.csize, entry.usize):
                 return start + layout.size
         self._fail(ArchiveError, "data descriptor missing or disagreeing with the central directory",
                    record=entry.shown(), offset=data_end)
@@ -621,8 +680,21 @@ class ArchiveReader:
             self._fail(ResourceLimitExceeded, f"reads have materialised more than max_total_bytes "
                        f"({self._limits.max_total_bytes})", record=self._full(rec))
 
+    def _unpack(self, layout: struct.Struct, pos: int) -> tuple[Any, ...]:
+        raw = self._buf[pos:pos + layout.size]
+        if len(raw) != layout.size:
+            self._fail(ArchiveError, "structure runs past the end of the file", offset=pos)
+        return layout.unpack(raw)
+
+    def _span(self, offset: int, size: int) -> memoryview:
+        """Bytes ``[offset, offset + size)`` of the file: a view of in-memory bytes, or read."""
+        if self._mv is not None:
+            return self._mv[offset:offset + size]
+        assert self._file is not None
+        return memoryview(self._file.pread(offset, size))
+
     def _stored(self, rec: Record) -> memoryview:
-        view = self._mv[rec.offset:rec.offset + rec.size]
+        view = self._span(rec.offset, rec.size)
         if rec.name not in self._verified:
             self._check_crc(rec, view)
             with self._lock:
@@ -632,7 +704,7 @@ class ArchiveReader:
     def _inflate(self, rec: Record) -> bytes:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            out = inflater.decompress(self._mv[rec.offset:rec.offset + rec.compressed_size], rec.size + 1)
+            out = inflater.decompress(self._span(rec.offset, rec.compressed_size), rec.size + 1)
         except zlib.error as exc:
             self._fail(ArchiveError, f"corrupt deflate data: {exc}", record=self._full(rec),
                        offset=rec.offset)
@@ -660,6 +732,8 @@ def open_archive(src: str | os.PathLike[str] | BytesLike | BinaryIO, *,
         return ArchiveReader(src, limits=limits)
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
+        if _POSITIONAL_READS and os.path.isfile(path):
+            return ArchiveReader.open_file(path, limits=limits)
         with open(path, "rb") as stream:
             return ArchiveReader(_read_capped(stream, limits, path), limits=limits, source=path)
     name = getattr(src, "name", None)
@@ -701,6 +775,108 @@ def _read_capped(stream: BinaryIO, limits: Limits, source: str) -> bytes:
         if total > cap:
             raise ResourceLimitExceeded(f"{source}: archive exceeds max_archive_bytes ({cap})")
     return b"".join(chunks)
+
+
+_POSITIONAL_READS = hasattr(os, "pread") and hasattr(os, "preadv")
+
+
+class FileBuffer:
+    """The bytes of a regular file, read on demand with positional reads: what
+    :class:`ArchiveReader` parses in place of the whole file in memory.  Small reads (the
+    directory, the local headers) go through a cache of 4 KiB blocks, dropped once the
+    directory is checked; larger ones read exactly their range.  A read that comes back short
+    means the file shrank while it was being read: :class:`ArchiveError`, never a crash (no
+    memory mapping, which would fault on a truncated file)."""
+
+    _BLOCK = 4096
+
+    def __init__(self, fd: int, size: int, source: str) -> None:
+        self._fd: int | None = fd
+        self._size = size
+        self._source = source
+        self._blocks: dict[int, bytes] = {}
+        self._finalizer = weakref.finalize(self, _close_fd, fd)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, step = key.indices(self._size)
+        if step != 1:
+            raise ValueError("FileBuffer slices have step 1")
+        if stop <= start:
+            return b""
+        first, last = start // self._BLOCK, (stop - 1) // self._BLOCK
+        if last - first > 1:
+            return self.pread(start, stop - start)
+        joined = b"".join(self._block(i) for i in range(first, last + 1))
+        base = first * self._BLOCK
+        return joined[start - base:stop - base]
+
+    def startswith(self, prefix: bytes) -> bool:
+        return self[0:len(prefix)] == prefix
+
+    def rfind(self, sub: bytes, start: int, end: int | None = None) -> int:
+        start = max(0, start)
+        found = self[start:self._size if end is None else end].rfind(sub)
+        return found if found < 0 else start + found
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is None:
+            at = index * self._BLOCK
+            block = self._blocks[index] = self.pread(at, min(self._BLOCK, self._size - at))
+        return block
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset``."""
+        parts: list[bytes] = []
+        done = 0
+        while done < size:
+            try:
+                part = os.pread(self._fd_or_fail(), size - done, offset + done)
+            except OSError as e:
+                raise self._read_error(size, offset, e) from e
+            if not part:
+                raise ArchiveError(f"{self._source}: the file ends {size - done} bytes short of a read at "
+                                   f"offset {offset} (it changed while it was read)")
+            parts.append(part)
+            done += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_error(self, size: int, offset: int, e: OSError) -> ArchiveError:
+        return ArchiveError(f"{self._source}: reading {size} bytes at offset {offset} failed: {e}")
+
+    def _fd_or_fail(self) -> int:
+        if self._fd is None:
+            raise ArchiveError(f"{self._source}: the archive file is closed")
+        return self._fd
+
+    def read_into(self, offset: int, dest: memoryview) -> None:
+        """Fill ``dest`` with the bytes at ``offset``: the kernel copies straight into it."""
+        fd = self._fd_or_fail()
+        done, total = 0, dest.nbytes
+        while done < total:
+            try:
+                n = os.preadv(fd, [dest[done:]], offset + done)
+            except OSError as e:
+                raise self._read_error(total, offset, e) from e
+            if n <= 0:
+                raise ArchiveError(f"{self._source}: the file ends {total - done} bytes short of a record at "
+                                   f"offset {offset} (it changed while it was read)")
+            done += n
+
+    def drop_cache(self) -> None:
+        self._blocks.clear()
+
+    def close(self) -> None:
+        self._fd = None
+        self._finalizer()
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import ast
 import enum
+import functools
 import os
 import re
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Optional, Union
 
 import torch
@@ -87,8 +88,8 @@ def load(f: Source, map_location: Any = None, _extra_files: Optional[MutableMapp
     (:class:`kiln.serialization.Limits`)."""
     from kiln.runtime.executor import without_gc
     limits = limits or Limits()
-    with without_gc():      # many small long-lived objects and no cycles: the collector only costs
-        reader = open_archive(f, limits=limits)
+    with without_gc(), open_archive(f, limits=limits) as reader:
+        # (many small long-lived objects and no cycles: the collector would only cost)
         return ArchiveLoader(reader, map_location, limits).load(
             extra_files if extra_files is not None else _extra_files)
 
@@ -204,9 +205,15 @@ class ArchiveLoader:
         return decl
 
     def _unpickle(self, record: str, data_dir: str, byteorder: str) -> Any:
+        reader = self.reader
+
         def read_record(key: str) -> Any:
-            return self.reader.view(data_dir + key)
-        storages = StorageReader(read_record=read_record, map_location=self.map_location,
+            return reader.view(data_dir + key)
+
+        def read_into(key: str) -> tuple[int, Callable[[memoryview], None]]:
+            name = data_dir + key
+            return reader.record(name).size, functools.partial(reader.read_into, name)
+        storages = StorageReader(read_record=read_record, read_into=read_into, map_location=self.map_location,
                                  byteorder=byteorder, limits=self.limits)
         return load_pickle(self.reader.view(record), record=f"{self.where}/{record}",
                            globals=torch_globals(storages), persistent_load=storages, limits=self.limits)

@@ -35,7 +35,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 
@@ -107,10 +107,15 @@ class StorageReader:
     """``persistent_load`` for TorchScript pickles: validates each storage id and loads its record.
 
     ``read_record(key)`` returns the bytes of ``data/<key>`` and raises if there is none.
+    ``read_into`` (optional, preferred when given) maps a key to ``(size, fill)``: the record's
+    size, and ``fill(dest)``, which writes the record into the writable view ``dest`` of that
+    size.  The storage is allocated once the size checks out, and the record read straight into
+    it (for a file: no copy of the file in memory).
     ``map_location`` None keeps each storage's own location; a device (string) moves them all
     there.  ``byteorder`` is the archive's ``byteorder`` record ("little" or "big")."""
 
     read_record: Callable[[str], Union[bytes, bytearray, memoryview]]
+    read_into: Optional[Callable[[str], tuple[int, Callable[[memoryview], None]]]] = None
     map_location: Union[None, str, torch.device] = None
     byteorder: str = "little"
     limits: Limits = _DEFAULT_LIMITS
@@ -163,33 +168,71 @@ class StorageReader:
                                         f"over limits.max_tensor_bytes = {self.limits.max_tensor_bytes}")
         if self.byteorder not in ("little", "big"):
             raise UnsupportedFeature(f"byte order {self.byteorder!r} (expected 'little' or 'big')")
-        record = self._read(key)
-        if len(record) != nbytes:
-            raise TensorLayoutError(f"storage {key}: {numel} elements of {dtype} need {nbytes} bytes but "
-                                    f"record data/{key} has {len(record)}")
-        if device.type == "meta":
-            return torch.empty(nbytes, dtype=torch.uint8, device="meta").untyped_storage()
         # A copy: writable, aligned, and independent of the archive buffer (D8).
-        if nbytes:
-            storage = torch.UntypedStorage.from_buffer(record, dtype=torch.uint8)
+        if self.read_into is not None:
+            size, fill = self._reader(key)
+            self._check_size(key, numel, dtype, nbytes, size)
+            if device.type == "meta":
+                return torch.empty(nbytes, dtype=torch.uint8, device="meta").untyped_storage()
+            data = torch.empty(nbytes, dtype=torch.uint8)
+            if nbytes:
+                view = _writable_view(data)
+                if view is not None:
+                    fill(view)
+                else:
+                    staging = bytearray(nbytes)
+                    fill(memoryview(staging))
+                    data.copy_(torch.frombuffer(staging, dtype=torch.uint8))
         else:
-            storage = torch.empty(0, dtype=torch.uint8).untyped_storage()
-        data = torch.empty(0, dtype=torch.uint8).set_(storage)
+            record = self._read(key)
+            self._check_size(key, numel, dtype, nbytes, len(record))
+            if device.type == "meta":
+                return torch.empty(nbytes, dtype=torch.uint8, device="meta").untyped_storage()
+            storage = torch.UntypedStorage.from_buffer(record, dtype=torch.uint8) if nbytes else \
+                torch.empty(0, dtype=torch.uint8).untyped_storage()
+            data = torch.empty(0, dtype=torch.uint8).set_(storage)
         if self.byteorder != sys.byteorder:
             _byteswap(data, dtype)
         return data.to(device).untyped_storage()
 
+    @staticmethod
+    def _check_size(key: str, numel: int, dtype: torch.dtype, nbytes: int, found: int) -> None:
+        if found != nbytes:
+            raise TensorLayoutError(f"storage {key}: {numel} elements of {dtype} need {nbytes} bytes but "
+                                    f"record data/{key} has {found}")
+
+    def _reader(self, key: str) -> tuple[int, Callable[[memoryview], None]]:
+        assert self.read_into is not None
+        found = _call_reader(self.read_into, key)
+        if type(found) is not tuple or len(found) != 2 or type(found[0]) is not int or not callable(found[1]):
+            raise ArchiveError(f"storage record data/{key}: reader returned {type(found).__name__}")
+        return found
+
     def _read(self, key: str) -> memoryview:
-        try:
-            record = self.read_record(key)
-        except ModelFormatError:
-            raise
-        except Exception as e:   # the caller's reader: a missing record must not escape as KeyError
-            raise ArchiveError(f"storage record data/{key} is missing or unreadable "
-                               f"({type(e).__name__}: {e})") from e
+        record = _call_reader(self.read_record, key)
         if not isinstance(record, (bytes, bytearray, memoryview)):
             raise ArchiveError(f"storage record data/{key}: reader returned {type(record).__name__}")
         return memoryview(record).cast("B")
+
+
+def _call_reader(reader: Callable[[str], Any], key: str) -> Any:
+    """The caller's record reader: a missing record must not escape as a KeyError."""
+    try:
+        return reader(key)
+    except ModelFormatError:
+        raise
+    except Exception as e:
+        raise ArchiveError(f"storage record data/{key} is missing or unreadable "
+                           f"({type(e).__name__}: {e})") from e
+
+
+def _writable_view(data: torch.Tensor) -> Optional[memoryview]:
+    """The memory of a contiguous CPU uint8 tensor as a writable memoryview (valid while the
+    tensor lives), through NumPy; None where NumPy is missing (torch does not require it)."""
+    try:
+        return memoryview(cast(Any, data.numpy()))
+    except (RuntimeError, TypeError, ImportError):
+        return None
 
 
 def _byteswap(data: torch.Tensor, dtype: torch.dtype) -> None:

@@ -17,6 +17,7 @@ import random
 import stat
 import struct
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -113,9 +114,41 @@ def written(records: dict[str, bytes] | None = None, **kw: object) -> bytes:
     return w.finish()
 
 
+def _read_records(r: ArchiveReader) -> dict[str, bytes]:
+    out = {}
+    for n in r.names():
+        out[n] = r.read(n)
+        dest = bytearray(len(out[n]))
+        r.read_into(n, memoryview(dest))
+        assert dest == out[n]
+    return out
+
+
 def read_all(blob: bytes, limits: Limits = DEFAULT) -> dict[str, bytes]:
-    r = ArchiveReader(blob, limits=limits, source="t.pt")
-    return {n: r.read(n) for n in r.names()}
+    """Every record, read from the bytes in memory and again from a file on disk (positional
+    reads straight into their destination): both ways must accept the same files with the same
+    contents and reject the rest with the same error."""
+    outcomes: list[tuple[str, object]] = []
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "t.pt")
+        with open(path, "wb") as f:
+            f.write(blob)
+        for how in ("bytes", "file"):
+            try:
+                if how == "bytes":
+                    outcomes.append(("ok", _read_records(ArchiveReader(blob, limits=limits, source="t.pt"))))
+                else:
+                    with ArchiveReader.open_file(path, limits=limits, source="t.pt") as r:
+                        outcomes.append(("ok", _read_records(r)))
+            except ModelFormatError as e:
+                outcomes.append(("error", e))
+    (kind, value), (file_kind, file_value) = outcomes
+    if kind == "error":
+        assert file_kind == "error" and type(file_value) is type(value) and str(file_value) == str(value), \
+            (value, file_value)
+        raise value  # type: ignore[misc]
+    assert (file_kind, file_value) == (kind, value)
+    return value  # type: ignore[return-value]
 
 
 # -- offsets inside an archive (EOCD at the very end, no comment) ---------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -100,6 +100,8 @@ class OpInfo:
     # expression, and ``bind(obj, hint)`` gives the name of a cell holding ``obj`` (a dtype
     # for a type check, a compiled kernel for a fusion group).
     lower: Optional[Callable[..., str]] = None
+    # What analyses derive from the schema alone, computed once per operator (see passes/cse.py)
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def pure(self) -> bool:

@@ -56,7 +56,7 @@ from typing import Any, Optional
 import torch
 
 from kiln.ir.graph import Block, Graph, Node, Value
-from kiln.ir.ops import updates_running_stats
+from kiln.ir.ops import Schema, updates_running_stats
 from kiln.ir.types import (
     AnyType,
     ClassType,
@@ -154,7 +154,14 @@ def _holds_references(t: Any) -> bool:
 
 
 def _summary(node: Node) -> tuple[_Pairs, tuple[int, ...]]:
-    schema = node.op.schema
+    derived = node.op.derived
+    found: Optional[tuple[_Pairs, tuple[int, ...]]] = derived.get("alias summary")
+    if found is None:
+        found = derived["alias summary"] = _schema_summary(node.op.schema)
+    return found
+
+
+def _schema_summary(schema: Schema) -> tuple[_Pairs, tuple[int, ...]]:
     pairs, writes = _dispatcher_summary(schema.qualified, len(schema.arguments), len(schema.returns))
     if schema.is_vararg or schema.is_varret:
         return None, writes
@@ -168,6 +175,17 @@ def written_inputs(node: Node) -> list[int]:
     op = node.op
     if op is None or op.side_effects:
         return list(range(len(node.inputs)))
+    key = ("written", len(node.inputs), op.schema.opname in _UPDATES_RUNNING_STATS and len(node.inputs) > 5
+           and not _is_false(node.inputs[5]))
+    found: Optional[tuple[int, ...]] = op.derived.get(key)
+    if found is None:
+        found = op.derived[key] = _written_inputs(node)
+    return list(found)
+
+
+def _written_inputs(node: Node) -> tuple[int, ...]:
+    op = node.op
+    assert op is not None
     args = op.schema.arguments
     out = [i for i, a in enumerate(args[:len(node.inputs)]) if a.is_write]
     out += [i for i in _summary(node)[1] if i < len(node.inputs)]
@@ -178,7 +196,7 @@ def written_inputs(node: Node) -> list[int]:
         out.append(0)   # the in-place naming convention, whatever the schema says
     if op.schema.opname in _UPDATES_RUNNING_STATS and len(node.inputs) > 5 and not _is_false(node.inputs[5]):
         out += [3, 4]
-    return sorted(set(out))
+    return tuple(sorted(set(out)))
 
 
 def _is_false(v: Value) -> bool:

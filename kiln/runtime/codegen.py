@@ -532,6 +532,51 @@ def compile_graph(graph: Graph, name: str, *, self_arg: bool, self_obj: Any = No
     return cf
 
 
+class DeferredFunction(CompiledFunction):
+    """A graph's general code, generated when first used.  Its profiling executor runs the
+    first calls in the interpreter and then specialized code, so the general code may never
+    run; until it is needed only the inputs' names are known.  ``fn``, ``entry``, ``source``,
+    ``filename`` and ``line_nodes`` generate it (once, under a lock)."""
+
+    def __init__(self, graph: Graph, name: str, self_arg: bool,
+                 build: Callable[[Graph], CompiledFunction]) -> None:
+        # (the dataclass fields that need code are properties here, filled from ``compiled()``)
+        self.name, self.graph, self.self_arg = name, graph, self_arg
+        self.input_names = tuple(input_name(v, i) for i, v in enumerate(graph.inputs))[int(self_arg):]
+        self._build = build
+        self._compiled: Optional[CompiledFunction] = None
+        self._lock = threading.Lock()
+
+    def compiled(self) -> CompiledFunction:
+        cf = self._compiled
+        if cf is None:
+            with self._lock:
+                if self._compiled is None:
+                    self._compiled = self._build(self.graph)
+                cf = self._compiled
+        return cf
+
+    @property
+    def fn(self) -> Callable[..., Any]:  # type: ignore[override]
+        return self.compiled().fn
+
+    @property
+    def entry(self) -> Callable[..., Any]:  # type: ignore[override]
+        return self.compiled().entry
+
+    @property
+    def source(self) -> str:  # type: ignore[override]
+        return self.compiled().source
+
+    @property
+    def filename(self) -> str:  # type: ignore[override]
+        return self.compiled().filename
+
+    @property
+    def line_nodes(self) -> dict[int, Node]:  # type: ignore[override]
+        return self.compiled().line_nodes
+
+
 class _Source:
     """Assembles the factory's source and the generated-line -> node map."""
 

@@ -283,8 +283,6 @@ class Executor:
         self.n_inputs = len(general.graph.inputs)
         self.specializations: tuple[Specialization, ...] = ()
         self.failure: Optional[str] = None
-        self.fn: Callable[..., Any] = general.fn
-        self.entry: Callable[..., Any] = general.entry
         self._build = build
         self._install = install
         self._hooks = hooks
@@ -292,6 +290,9 @@ class Executor:
         self._check_inputs = input_checker(general.name, general.graph, general.self_arg)
         self._miss_fn: Callable[..., Any] = self._miss
         self._miss_entry_fn: Callable[..., Any] = self._miss_entry if hooks is not None else self._miss
+        # until :meth:`reinstall` chooses (the general code may not exist yet: DeferredFunction)
+        self.fn: Callable[..., Any] = self._miss_fn
+        self.entry: Callable[..., Any] = self._miss_entry_fn
         _live.add(self)
 
     # -- routing -----------------------------------------------------------------------------

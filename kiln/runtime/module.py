@@ -54,8 +54,8 @@ from kiln.ir.graph import Graph, Node, tensor_constants
 from kiln.ir.types import TensorType, Type
 from kiln.passes.dce import eliminate_dead_code
 from kiln.passes.inline import inline_calls
-from kiln.runtime.codegen import CompiledFunction, EntryGuard, compile_graph, failed_at_call
-from kiln.runtime.executor import Executor, compile_lock, without_gc
+from kiln.runtime.codegen import CompiledFunction, DeferredFunction, EntryGuard, compile_graph, failed_at_call
+from kiln.runtime.executor import Executor, compile_lock, profiling_enabled, without_gc
 from kiln.runtime.members import slot_of
 
 # The one lock for all compilation (see kiln.runtime.executor).
@@ -373,8 +373,10 @@ class ScriptModule(torch.nn.Module):
                     return compile_graph(g, name, self_arg=True, self_obj=self, pin=_pinned, guard=guard)
                 with without_gc():
                     graph = self._kiln_inline(name)
-                    eliminate_dead_code(graph)
-                    cf = build(graph)
+                    self._kiln_fold_state(graph)
+                    # with the profiling executor on, the first calls run in the interpreter
+                    # and then specialized code: the general code is made when first needed
+                    cf = DeferredFunction(graph, name, True, build) if profiling_enabled() else build(graph)
                 self._kiln_compiled[name] = cf
                 ex = Executor(cf, build, self._kiln_install, guard)
                 self._kiln_executors[name] = ex
@@ -383,6 +385,16 @@ class ScriptModule(torch.nn.Module):
                     if isinstance(sub, ScriptModule):
                         sub._kiln_dependents.add(self)
             return ex
+
+    def _kiln_fold_state(self, graph: Graph) -> None:
+        """The tree's fixed state (``training`` flags, literal attributes, None members) as
+        constants, and the branches on it folded away (see passes/module_state.py)."""
+        from kiln.passes import run_pipeline
+        from kiln.passes.module_state import fold_module_state
+        if fold_module_state(graph, self):
+            run_pipeline(graph, ("constant_fold", "dce"), max_rounds=2)
+        else:
+            eliminate_dead_code(graph)
 
     def _kiln_install(self, ex: Executor) -> None:
         """Route calls of ``ex``'s method to what it chose (ignored from a dropped executor)."""
@@ -450,10 +462,14 @@ class ScriptModule(torch.nn.Module):
     # -- structural changes invalidate compiled code -------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         before = _slot_of(self, name)
+        folded = self.__dict__.get("_kiln_folded")
+        old = _member_value(self, name, before) if folded and name in folded else None
         super().__setattr__(name, value)
         # compiled code reads members through the dict they live in, and inlined submodules'
-        # bodies: a member changing dict, or a submodule being replaced, makes it stale
-        if before == "_modules" or _slot_of(self, name) != before or name == "_compiled_call_impl":
+        # bodies: a member changing dict, or a submodule being replaced, makes it stale; so
+        # does a new value of state the code was specialized to (passes/module_state.py)
+        if before == "_modules" or _slot_of(self, name) != before or name == "_compiled_call_impl" or \
+                (folded and name in folded and _changes_folded(self, name, old, value)):
             self._kiln_invalidate()
 
     def __delattr__(self, name: str) -> None:
@@ -525,3 +541,12 @@ def _copy_graph(graph: Graph, memo: dict[int, Any]) -> Graph:
     for node in tensor_constants(g):
         node.attrs["value"] = copy.deepcopy(node.attrs["value"], memo)
     return g
+
+
+def _member_value(mod: torch.nn.Module, name: str, slot: str) -> Any:
+    return mod.__dict__.get(name) if slot == "attr" else mod.__dict__[slot].get(name)
+
+
+def _changes_folded(mod: ScriptModule, name: str, old: Any, new: Any) -> bool:
+    from kiln.passes.module_state import changes_folded
+    return changes_folded(mod, name, old, new)

@@ -40,6 +40,7 @@ _LAZY = {
     "CompilationUnit": "kiln.frontend.script",
     "export": "kiln.frontend.script",
     "ignore": "kiln.frontend.script",
+    "interface": "kiln.frontend.script",
     "unused": "kiln.frontend.script",
     "script_if_tracing": "kiln.frontend.script",
     "annotate": "kiln.frontend.script",

@@ -6,7 +6,8 @@ the code generator writes.
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from typing import Any, Optional
 
 import torch
 
@@ -17,14 +18,56 @@ from kiln.ir.prims import prim
 FIELD_TYPES: dict[str, dict[str, Any]] = {}
 
 
-class ScriptObject:
-    """An instance of a script class at run time: a named bag of attributes."""
+class ScriptClass:
+    """A script class at run time: what its objects need beyond their fields.
+
+    ``methods`` are the methods compiled on their own (a method call on an interface-typed
+    value runs the one of the object's class: ``prim::CallMethod`` looks it up on the object);
+    ``graphs`` are their graphs and default values, and ``fields`` the declared field types,
+    for saving.  ``text`` is the class's definition in the archive it was loaded from (saving
+    writes it again unchanged), with ``archive`` the texts it may refer to.  One record per
+    class and compilation session or loaded archive: two classes that share a name never share
+    methods."""
 
     def __init__(self, qualname: str) -> None:
-        self._kiln_type = qualname
+        self.qualname = qualname
+        self.fields: dict[str, Any] = {}
+        self.methods: dict[str, Any] = {}
+        self.graphs: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.text: Optional[str] = None
+        self.archive: Any = None
+
+    def define(self, name: str, fn: Any, graph: Any, defaults: dict[str, Any]) -> None:
+        self.methods[name] = fn
+        self.graphs[name] = (graph, defaults)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "_kiln_type")
+        return f"ScriptClass({self.qualname})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ScriptClass:
+        return self         # a class, shared by the copies of its objects
+
+
+class ScriptObject:
+    """An instance of a script class at run time: a named bag of attributes, and its class's
+    compiled methods (when it has a :class:`ScriptClass`)."""
+
+    def __init__(self, qualname: str, cls: Optional[ScriptClass] = None) -> None:
+        self._kiln_type = qualname
+        if cls is not None:
+            self._kiln_class = cls
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not fields: a method of the object's class
+        cls = self.__dict__.get("_kiln_class")
+        fn = cls.methods.get(name) if cls is not None and not name.startswith("__") else None
+        if fn is None:
+            raise AttributeError(f"{self.__dict__.get('_kiln_type', 'ScriptObject')} object has no "
+                                 f"attribute or compiled method {name!r}")
+        return types.MethodType(fn, self)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_kiln"))
         return f"{self._kiln_type.rsplit('.', 1)[-1]}({fields})"
 
     def __eq__(self, other: object) -> bool:
@@ -59,8 +102,8 @@ def namedtuple_class(t: Any) -> type:
     return cls
 
 
-def create_object(*, qualname: str = "") -> ScriptObject:
-    return ScriptObject(qualname)
+def create_object(*, qualname: str = "", cls: Optional[ScriptClass] = None) -> ScriptObject:
+    return ScriptObject(cls.qualname if cls is not None else qualname, cls)
 
 
 def completed_future(value: Any) -> Future:
@@ -139,11 +182,14 @@ def is_grad_enabled() -> bool:
     return torch.is_grad_enabled()
 
 
-def _emit_create(node: Any, a: list[str]) -> str:
+def _lower_create(node: Any, a: list[str], bind: Any) -> str:
+    cls = node.attrs.get("cls")
+    if isinstance(cls, ScriptClass):
+        return f"{bind(ScriptObject, 'ScriptObject')}({cls.qualname!r}, {bind(cls, 'cls')})"
     return f"_objects.create_object(qualname={node.output.type.qualname!r})"
 
 
-prim("prim::CreateObject() -> Any", create_object, _emit_create)
+prim("prim::CreateObject() -> Any", create_object, lower=_lower_create)
 prim("prim::kiln_completed_future(t value) -> Future(t)", completed_future,
      lambda n, a: f"_objects.Future({a[0]})")
 prim("aten::wait(Future(t) self) -> t", wait, lambda n, a: f"{a[0]}.value")

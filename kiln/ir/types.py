@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional as Opt
 
 import torch
@@ -221,6 +221,50 @@ class ClassType(Type):
         return self.qualname
 
 
+# One method of an interface: its name, its parameters after ``self`` (name, type), its result.
+InterfaceMethod = tuple[str, tuple[tuple[str, Type], ...], Type]
+
+
+@dataclass(frozen=True)
+class InterfaceType(ClassType):
+    """A TorchScript interface (``@kiln.interface``): a value of any class -- or, for a module
+    interface, any module -- whose methods include these, with these signatures.
+
+    Equality is by qualified name (``methods`` and ``module`` ride along: a type parsed from
+    graph text has none).  A class is a subtype once the compiler has checked that it
+    implements the interface (:func:`register_implementation`); an interface is a subtype of
+    another whose methods it has."""
+
+    methods: tuple[InterfaceMethod, ...] = field(default=(), compare=False)
+    module: bool = field(default=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"InterfaceType<{self.qualname}>"
+
+    def annotation(self) -> str:
+        return self.qualname
+
+    def method(self, name: str) -> Opt[InterfaceMethod]:
+        return next((m for m in self.methods if m[0] == name), None)
+
+
+# (class qualname, interface qualname) pairs the compiler has checked
+_IMPLEMENTS: set[tuple[str, str]] = set()
+
+
+def register_implementation(cls: str, interface: str) -> None:
+    """Record that class ``cls`` implements ``interface`` (checked by the compiler)."""
+    if (cls, interface) not in _IMPLEMENTS:
+        _IMPLEMENTS.add((cls, interface))
+        accepts.cache_clear()
+
+
+def _implements(sub: Type, sup: InterfaceType) -> bool:
+    if isinstance(sub, InterfaceType):
+        return bool(sup.methods) and all(sub.method(m[0]) == m for m in sup.methods)
+    return isinstance(sub, ClassType) and (sub.qualname, sup.qualname) in _IMPLEMENTS
+
+
 @dataclass(frozen=True)
 class EnumType(Type):
     qualname: str
@@ -271,6 +315,8 @@ def is_subtype(sub: Type, sup: Type) -> bool:
         return all(any(is_subtype(m, e) for e in sup.elems) for m in members)
     if sup == NumberType:
         return sub in (IntType, FloatType, BoolType, ComplexType)
+    if isinstance(sup, InterfaceType):
+        return _implements(sub, sup)
     if isinstance(sup, TupleType) and isinstance(sub, (TupleType, NamedTupleType)):
         return len(sub.elems) == len(sup.elems) and all(
             is_subtype(a, b) for a, b in zip(sub.elems, sup.elems))
@@ -512,6 +558,11 @@ class TypeParser:
             args = self._list_of(")")
         elif name == "NamedTuple":
             return self._named_tuple()
+        elif name == "InterfaceType" and self.peek("<"):
+            self.pos += 1
+            qual = self.word()
+            self.expect(">")
+            return InterfaceType(qual)
         elif name == "Enum" and self.peek("<"):
             self.pos += 1
             qual = self.word()

@@ -61,7 +61,13 @@ Reader policies
 
 A ``bytearray`` or ``memoryview`` input is copied once into ``bytes`` so that later mutation
 by the caller cannot change what was validated; ``bytes`` input is used without copying, and
-stored records are handed out as zero-copy views of it.
+stored records are handed out as zero-copy views of it.  A path to a regular file is not read
+whole (:meth:`ArchiveReader.open_file`, :class:`FileBuffer`): the end records, the central
+directory and every local header are read and checked with positional reads up front, exactly
+as for bytes; a record's data is read when it is asked for, and :meth:`ArchiveReader.read_into`
+reads a storage record straight into its tensor's memory, CRC-checked there.  The file is never
+memory-mapped (a file truncated during the load would fault); a short read is an
+:class:`ArchiveError`.
 
 Writer
 ------

@@ -29,13 +29,20 @@ from kiln.errors import CompileError, KilnError, ModelFormatError, ResourceLimit
 from kiln.frontend.script.env import SourceFunction
 from kiln.frontend.script.source import Source
 from kiln.ir.types import (
+    TENSOR,
     ClassType,
     DictType,
     EnumType,
+    FutureType,
+    InterfaceMethod,
+    InterfaceType,
     ListType,
+    NoneType,
     OptionalType,
     TupleType,
     Type,
+    UnionType,
+    is_subtype,
     walk_types,
 )
 from kiln.serialization.load import MAX_MODULE_DEPTH, conforms
@@ -43,6 +50,7 @@ from kiln.serialization.pickle import PickledEnum, PickledObject
 from kiln.serialization.source import ArchiveTexts, ClassDecl, definition_text, loaded_class
 
 if TYPE_CHECKING:
+    from kiln.frontend.script.compiler import Compiler
     from kiln.runtime.module import ScriptModule
     from kiln.serialization.load import ArchiveLoader
 
@@ -91,7 +99,8 @@ class ArchiveUnit:
         functional form for an enum."""
         known = self._types.get(qualname)
         decl = self.loader.decls.get(qualname)
-        if known is not None or decl is None or decl.kind not in ("namedtuple", "enum", "class"):
+        if known is not None or decl is None or \
+                decl.kind not in ("namedtuple", "enum", "class", "interface", "module_interface"):
             return known
         prefix, _, name = qualname.rpartition(".")
         module = "__main__" if prefix == "__torch__" else prefix[len("__torch__."):]
@@ -100,9 +109,16 @@ class ArchiveUnit:
             make_enum: Any = enum.Enum     # the functional form (a class built by type(), no code run)
             cls = make_enum(name, list(decl.enum_values.items()), module=module, qualname=name)
         elif decl.kind == "class":
+            from kiln.ir.objects import ScriptClass
             refuse_state_methods(decl)
             cls = type(name, (), {**self._class_methods(decl), "__annotations__": _hints(decl),
-                                  "__module__": module, "__qualname__": name, "_kiln_archive_class": True})
+                                  "__module__": module, "__qualname__": name, "_kiln_archive_class": True,
+                                  "_kiln_runtime": ScriptClass(qualname)})
+        elif decl.kind in ("interface", "module_interface"):
+            # the methods' signatures are all an interface has (their bodies are ``pass``)
+            kind = "module" if decl.kind == "module_interface" else "class"
+            cls = type(name, (), {**self._class_methods(decl), "__module__": module, "__qualname__": name,
+                                  "_kiln_interface": kind})
         else:
             fields = tuple(n for n, _ in decl.members)
             hints = _hints(decl)
@@ -191,6 +207,10 @@ class ModuleBuilder:
         self.keep: list[Any] = []
         self.method_sources: dict[str, dict[str, SourceFunction]] = {}
         self.order: list[ScriptModule] = []
+        self.interface_types: dict[str, InterfaceType] = {}
+        # objects in interface-typed places, checked once the compiler can read signatures:
+        # (class qualname or submodule, interface, where)
+        self.implementations: list[tuple[Any, InterfaceType, str]] = []
 
     # -- objects -----------------------------------------------------------------------------
     def build(self, obj: PickledObject, depth: int = 0) -> ScriptModule:
@@ -239,16 +259,20 @@ class ModuleBuilder:
     def _member(self, sm: ScriptModule, decl: ClassDecl, name: str, t: Type, value: Any, depth: int) -> None:
         where = f"{self.loader.where}/data.pkl: {decl.qualname}.{name}"
         declared = self.loader.decls.get(t.qualname) if isinstance(t, ClassType) else None
-        if declared is not None and declared.kind in ("module", "interface"):
+        if declared is not None and declared.kind in ("module", "module_interface"):
             # a submodule: of the declared class, or of any module class for a module interface
             # (its methods are compiled against the object's own class)
             actual = self.loader.decls.get(value.qualname) if isinstance(value, PickledObject) else None
             ok = actual is not None and actual.kind == "module" and \
-                (declared.kind == "interface" or actual.qualname == declared.qualname)
+                (declared.kind == "module_interface" or actual.qualname == declared.qualname)
             if not ok:
                 raise ModelFormatError(f"{where}: expected a {declared.qualname} module, "
                                        f"found {_kind(value)}")
-            sm.add_module(name, self.build(value, depth + 1))
+            sub = self.build(value, depth + 1)
+            sm.add_module(name, sub)
+            if isinstance(t, InterfaceType):
+                sm.__dict__["_kiln_attr_types"][name] = t       # saving writes the interface again
+                self.implementations.append((sub, t, where))
             return
         value = self._objects(value, t, where, 0)
         value = self._enums(value, t, where)
@@ -294,10 +318,16 @@ class ModuleBuilder:
         if known is not None:
             return known
         decl = self.loader.decls.get(obj.qualname)
-        if decl is None or decl.kind != "class" or not isinstance(t, ClassType) or t.qualname != obj.qualname:
+        if isinstance(t, OptionalType):
+            t = t.elem
+        interface = isinstance(t, InterfaceType)
+        if decl is None or decl.kind != "class" or not isinstance(t, ClassType) or \
+                (t.qualname != obj.qualname and not interface):
             raise ModelFormatError(f"{where}: found an object of {obj.qualname}, declared {t.annotation()}")
+        if isinstance(t, InterfaceType):      # any class implementing it (checked when compiling)
+            self.implementations.append((obj.qualname, t, where))
         state = self._state(obj, decl)
-        out = self.objects[id(obj)] = ScriptObject(obj.qualname)
+        out = self.objects[id(obj)] = ScriptObject(obj.qualname, self.record(decl))
         types = self.field_types(decl)
         for name, _ in decl.members:
             if name.startswith("_kiln"):
@@ -314,12 +344,46 @@ class ModuleBuilder:
         also kept where saving its objects again finds them."""
         types = self.member_types.get(decl.qualname)
         if types is None:
-            types = self.member_types[decl.qualname] = {n: self.loader.type_of(node, decl)
+            types = self.member_types[decl.qualname] = {n: self.declared_type(node, decl)
                                                         for n, node in decl.members}
             if decl.kind == "class":
                 from kiln.ir.objects import FIELD_TYPES
                 FIELD_TYPES[decl.qualname] = types
         return types
+
+    def declared_type(self, node: ast.expr, decl: ClassDecl) -> Type:
+        """A type written in ``decl``'s code, the archive's interfaces as interface types."""
+        return _map_classes(self.loader.type_of(node, decl), self._interface)
+
+    def _interface(self, t: ClassType) -> Type:
+        """``t`` as an :class:`InterfaceType` with its methods' signatures, when the archive
+        declares it as an interface (else ``t``)."""
+        decl = self.loader.decls.get(t.qualname)
+        if decl is None or decl.kind not in ("interface", "module_interface"):
+            return t
+        known = self.interface_types.get(t.qualname)
+        if known is not None:
+            return known
+        module = decl.kind == "module_interface"
+        self.interface_types[t.qualname] = InterfaceType(t.qualname, (), module)   # its methods may name it
+        methods: list[InterfaceMethod] = []
+        for name, fdef in sorted(decl.methods.items()):
+            params = tuple((a.arg, TENSOR if a.annotation is None else self.declared_type(a.annotation, decl))
+                           for a in fdef.args.args[1:])
+            ret = self.declared_type(fdef.returns, decl) if fdef.returns is not None else NoneType
+            methods.append((name, params, ret))
+        it = self.interface_types[t.qualname] = InterfaceType(t.qualname, tuple(methods), module)
+        return it
+
+    def record(self, decl: ClassDecl) -> Any:
+        """The run-time record of an archive's script class (shared by its objects and the code
+        that creates them), with what saving it again needs."""
+        record = self.unit.type_class(decl.qualname).__dict__["_kiln_runtime"]
+        if record.archive is None:
+            record.archive = self.archive
+            record.text = self.archive.texts.get(decl.qualname)
+            record.fields = self.field_types(decl)
+        return record
 
     def _enums(self, value: Any, t: Type, where: str) -> Any:
         """An attribute of an enum type: the pickled value becomes the enum member."""
@@ -368,7 +432,9 @@ class ModuleBuilder:
         try:
             for qualname, decl in self.loader.decls.items():     # the archive's script classes
                 if decl.kind == "class":
+                    self.record(decl)
                     comp.class_info(self.unit.type_class(qualname))
+            self._check_implementations(comp)
             for sm in self.order:
                 info = comp.module_info(sm)
                 for name in sm.__dict__["_kiln_method_sources"]:
@@ -385,6 +451,35 @@ class ModuleBuilder:
             for sm in self.order:
                 sm.__dict__.pop("_kiln_method_sources", None)
         self._remember_sources()
+
+    def _check_implementations(self, comp: Compiler) -> None:
+        """Every object in an interface-typed place implements the interface: each of its
+        methods, with the same parameters and a result that fits (an interface call runs the
+        method of the object's class, compiled here)."""
+        from kiln.frontend.script.modules import signature_text
+        for impl, it, where in self.implementations:
+            short = it.qualname.rpartition(".")[2]
+            if isinstance(impl, str):
+                why = comp.implementation_problem(comp.class_info(self.unit.type_class(impl)), it, None)
+                decl = self.loader.decls[impl]
+                what = f"class {impl} ({decl.filename}:{decl.node.lineno if decl.node else 0})"
+            else:
+                info = comp.module_info(impl)
+                why = ""
+                for name, params, ret in it.methods:
+                    if name not in impl.__dict__.get("_kiln_method_sources", {}):
+                        why = f"it has no method {name}()"
+                        break
+                    sig = comp.method_sig(info, name, None)
+                    got = tuple((n, t) for n, t, _ in sig.params)
+                    if got != params or not is_subtype(sig.returns, ret):
+                        why = (f"its method {signature_text(name, got, sig.returns)} does not match the "
+                               f"interface's {signature_text(name, params, ret)}")
+                        break
+                what = f"module {impl.qualified_name}"
+            if why:
+                raise ModelFormatError(f"{where}: declared {it.qualname} (an interface), but {what} does not "
+                                       f"implement {short}: {why}")
 
     def _archive_texts(self) -> ArchiveTexts:
         """The texts of the archive's definitions (what saving a loaded module again may reuse)."""
@@ -422,6 +517,25 @@ def refuse_state_methods(decl: ClassDecl) -> None:
 def _hints(decl: ClassDecl) -> dict[str, str]:
     """A class's member annotations as text (the compiler parses them like a Python class's)."""
     return {n: ast.unparse(node) for n, node in decl.members}
+
+
+def _map_classes(t: Type, f: Any) -> Type:
+    """``t`` with every class type inside it replaced by ``f(class type)``."""
+    if isinstance(t, ClassType):
+        return f(t)  # type: ignore[no-any-return]
+    if isinstance(t, ListType):
+        return ListType(_map_classes(t.elem, f))
+    if isinstance(t, OptionalType):
+        return OptionalType(_map_classes(t.elem, f))
+    if isinstance(t, TupleType):
+        return TupleType(tuple(_map_classes(e, f) for e in t.elems))
+    if isinstance(t, DictType):
+        return DictType(t.key, _map_classes(t.value, f))
+    if isinstance(t, UnionType):
+        return UnionType(tuple(_map_classes(e, f) for e in t.elems))
+    if isinstance(t, FutureType):
+        return FutureType(_map_classes(t.elem, f))
+    return t
 
 
 def _may_hold_objects(t: Type) -> bool:

@@ -326,13 +326,20 @@ def _conforms(value: Any, t: Type, seen: Optional[set[tuple[int, Type]]]) -> boo
         return isinstance(value, dict) and all(conforms(k, t.key, seen) and conforms(v, t.value, seen)
                                                for k, v in value.items())
     if isinstance(t, ClassType):
-        from kiln.ir.objects import ScriptObject
-        if isinstance(value, ScriptObject):
-            return value._kiln_type == t.qualname
-        return isinstance(value, PickledObject) and value.qualname == t.qualname
+        return _conforms_class(value, t)
     if isinstance(t, EnumType):
         return isinstance(value, enum.Enum) and t.qualname.endswith("." + type(value).__name__)
     return False
+
+
+def _conforms_class(value: Any, t: ClassType) -> bool:
+    from kiln.ir.objects import ScriptObject
+    from kiln.ir.types import InterfaceType
+    if isinstance(t, InterfaceType):   # an object of any class (the compiler checks the class)
+        return isinstance(value, (ScriptObject, PickledObject))
+    if isinstance(value, ScriptObject):
+        return value._kiln_type == t.qualname
+    return isinstance(value, PickledObject) and value.qualname == t.qualname
 
 
 _SIMPLE_CHECKS: dict[Type, Any] = {

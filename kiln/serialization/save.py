@@ -38,6 +38,7 @@ from kiln.ir.types import (
     DictType,
     EnumType,
     FloatType,
+    InterfaceType,
     IntType,
     ListType,
     OptionalType,
@@ -175,15 +176,25 @@ class _Pickler:
         raise KilnError(f"cannot save an attribute of type {annotation(t)} (value {type(v).__name__})")
 
     def script_object(self, v: Any, t: ClassType) -> PickledObject:
-        """A script-class object: its fields, typed as its class declares them."""
-        from kiln.ir.objects import FIELD_TYPES, ScriptObject
+        """A script-class object: its fields, typed as its class declares them (for an
+        interface-typed value, the class of the object), and its class defined in ``code/``."""
+        from kiln.ir.objects import FIELD_TYPES, ScriptClass, ScriptObject
         known = self.done.get(id(v))
         if known is not None:
             return known
-        if not isinstance(v, ScriptObject) or v._kiln_type != t.qualname or t.qualname not in FIELD_TYPES:
-            raise KilnError(f"cannot save an object of class {t.qualname}: its field types are unknown")
-        obj = self.done[id(v)] = PickledObject(t.qualname)
-        obj.state = {f: self.value(getattr(v, f), ft) for f, ft in FIELD_TYPES[t.qualname].items()}
+        if not isinstance(v, ScriptObject):
+            raise KilnError(f"cannot save a {type(v).__name__} object as {t.qualname}: only objects made by "
+                            "Kiln (compiled code, kiln.script or kiln.load) can be saved")
+        qualname = v._kiln_type
+        record = v.__dict__.get("_kiln_class")
+        fields = record.fields if isinstance(record, ScriptClass) else FIELD_TYPES.get(qualname)
+        if (qualname != t.qualname and not isinstance(t, InterfaceType)) or fields is None:
+            raise KilnError(f"cannot save an object of class {qualname} (declared {t.qualname}): its field "
+                            "types are unknown")
+        if isinstance(record, ScriptClass):
+            self.classes.define_object_class(record)
+        obj = self.done[id(v)] = PickledObject(qualname)
+        obj.state = {f: self.value(getattr(v, f), ft) for f, ft in fields.items()}
         return obj
 
     def list(self, v: list[Any], t: ListType) -> Any:

@@ -46,6 +46,7 @@ from kiln.ir.types import (
     BoolType,
     ClassType,
     EnumType,
+    InterfaceType,
     NamedTupleType,
     NoneType,
     Type,
@@ -171,9 +172,12 @@ class ClassWriter:
                  "  __parameters__ = [" + "".join(f'"{m.name}", ' for m in members
                                                    if m.kind == "parameter") + "]",
                  "  __buffers__ = [" + "".join(f'"{m.name}", ' for m in members if m.kind == "buffer") + "]"]
+        declared = sm.__dict__["_kiln_attr_types"]
         for m in members:
             _check_member_name(sm, m.name)
             t = self.qualnames[id(m.value)] if m.kind == "module" else annotation(m.type)
+            if m.kind == "module" and isinstance(declared.get(m.name), InterfaceType):
+                t = annotation(declared[m.name])         # a submodule typed by a module interface
             lines.append(f"  {m.name} : {t}" if valid_name(m.name)
                          else f'  __annotations__["{m.name}"] = {t}')
         for cname, value in sm.__dict__["_kiln_constants"].items():
@@ -190,36 +194,87 @@ class ClassWriter:
         return "\n".join(lines) + "\n"
 
     def add_types(self, root: ScriptModule) -> None:
-        """Define the NamedTuples and enums the methods of ``root``'s tree use (in the order
-        their graphs mention them)."""
+        """Define the NamedTuples, enums, interfaces and script classes the methods of ``root``'s
+        tree use (in the order their graphs mention them)."""
         for sm in post_order(root):
+            declared = sm.__dict__["_kiln_attr_types"]
             for m in module_members(sm):
-                for t in _nested_types(m.type):
-                    self._define_type(t)
+                t = declared.get(m.name) if m.kind == "module" else m.type
+                for inner in _nested_types(t) if t is not None else ():
+                    self._define_type(inner)
             for graph in sm._kiln_graphs.values():
                 for t in _graph_types(graph):
                     self._define_type(t)
-                for qualname, fields in _created_classes(graph).items():
-                    self._define_class(qualname, fields)
+                for qualname, (fields, record) in _created_classes(graph).items():
+                    self._define_class(qualname, fields, record)
 
-    def _define_class(self, qualname: str, fields: dict[str, Type]) -> None:
-        """A script class whose objects the code creates: its fields (Kiln compiles the class's
-        methods into the code that calls them, so the class needs no methods here)."""
+    def define_object_class(self, record: Any) -> None:
+        """The class of a script-class object held in an attribute (``record``: its
+        :class:`~kiln.ir.objects.ScriptClass`)."""
+        self._define_class(record.qualname, dict(record.fields), record)
+
+    def _define_class(self, qualname: str, fields: dict[str, Type], record: Any = None) -> None:
+        """A script class whose objects the code creates or an attribute holds: the text it was
+        loaded with, else its fields and the methods compiled on their own (those an interface
+        call may run; Kiln compiles other method calls into the code that makes them)."""
         if qualname in self.texts:
             return
         if not valid_qualname(qualname):
             raise KilnError(f"cannot save class {qualname!r}: not a valid qualified name")
+        if record is not None and record.text is not None:
+            self.texts[qualname] = _renumbered(record.text, record.archive.constants, self.constants)
+            for dep, dep_text in record.archive.dependencies(record.text).items():
+                self.texts.setdefault(dep, dep_text)
+            return
+        graphs: dict[str, Any] = dict(record.graphs) if record is not None else {}
+        if graphs and record.fields:
+            fields = dict(record.fields)
+        self.texts[qualname] = f"class {qualname.rpartition('.')[2]}:\n" + \
+            (self._class_body(qualname, fields, graphs) or "  pass\n")
+        for graph, _ in graphs.values():         # classes its methods create
+            for q, (f, r) in _created_classes(graph).items():
+                self._define_class(q, f, r)
+
+    def _class_body(self, qualname: str, fields: dict[str, Type], graphs: dict[str, Any]) -> str:
         for ft in fields.values():
             for inner in _nested_types(ft):
                 self._define_type(inner)
-        body = "".join(f"  {f} : {annotation(ft)}\n" for f, ft in fields.items() if valid_name(f))
-        self.texts[qualname] = f"class {qualname.rpartition('.')[2]}:\n" + (body or "  pass\n")
+        lines = [f"  {f} : {annotation(ft)}" for f, ft in fields.items() if valid_name(f)]
+        for mname in sorted(graphs):
+            graph, defaults = graphs[mname]
+            if not valid_name(mname):
+                raise KilnError(f"cannot save method {mname!r} of class {qualname}: not an identifier")
+            for t in _graph_types(graph):
+                self._define_type(t)
+            code = graph_to_code(graph, mname, constants=self.constants, defaults=defaults,
+                                 self_type=qualname)
+            lines += ["  " + line for line in code.rstrip("\n").split("\n")]
+        return "".join(line + "\n" for line in lines)
 
-    def _define_type(self, t: NamedTupleType | EnumType) -> None:
+    def _define_interface(self, t: InterfaceType) -> None:
+        """``class Op(Interface):`` with each method's signature and a ``pass`` body, as
+        TorchScript writes interfaces (methods in name order)."""
+        if not t.methods:
+            raise KilnError(f"cannot save interface {t.qualname}: its methods are unknown")
+        self.texts[t.qualname] = ""          # taken, while the types it names are defined
+        lines = [f"class {t.qualname.rpartition('.')[2]}({'ModuleInterface' if t.module else 'Interface'}):"]
+        for name, params, ret in t.methods:
+            for pt in (*(p for _, p in params), ret):
+                for inner in _nested_types(pt):
+                    self._define_type(inner)
+            lines.append(f"  def {name}(self" + "".join(f", {n}: {annotation(pt)}" for n, pt in params)
+                         + f") -> {annotation(ret)}:")
+            lines.append("    pass")
+        self.texts[t.qualname] = "\n".join(lines) + "\n"
+
+    def _define_type(self, t: NamedTupleType | EnumType | InterfaceType) -> None:
         if t.qualname in self.texts:
             return
         if not valid_qualname(t.qualname):
             raise KilnError(f"cannot save type {t.qualname!r}: not a valid qualified name")
+        if isinstance(t, InterfaceType):
+            self._define_interface(t)
+            return
         name = t.qualname.rpartition(".")[2]
         if isinstance(t, NamedTupleType):
             for _, ft in t.fields:
@@ -293,20 +348,28 @@ class LoadedClass:
     def text_for(self, table: list[Any]) -> str:
         """The text with its ``CONSTANTS.cN`` references renumbered into ``table`` (values are
         found by identity, appended when new)."""
-        refs = _constant_refs(self.text)
-        if not refs:
-            return self.text
-        index = {id(v): i for i, v in enumerate(table)}
-        lines = self.text.split("\n")
-        for line, start, end, old in sorted(refs, reverse=True):
-            value = self.archive.constants[old]
-            new = index.get(id(value))
-            if new is None:
-                new = index[id(value)] = len(table)
-                table.append(value)
-            row = lines[line - 1]
-            lines[line - 1] = row[:start] + f"CONSTANTS.c{new}" + row[end:]
-        return "\n".join(lines)
+        return _renumbered(self.text, self.archive.constants, table)
+
+
+def _renumbered(text: str, constants: tuple[Any, ...], table: list[Any]) -> str:
+    """``text`` with its ``CONSTANTS.cN`` references (into ``constants``) renumbered into
+    ``table``."""
+    refs = _constant_refs(text)
+    if not refs:
+        return text
+    index = {id(v): i for i, v in enumerate(table)}
+    lines = text.split("\n")
+    for line, start, end, old in sorted(refs, reverse=True):
+        if old >= len(constants):
+            raise KilnError(f"cannot save: CONSTANTS.c{old} is not in the table the text was loaded with")
+        value = constants[old]
+        new = index.get(id(value))
+        if new is None:
+            new = index[id(value)] = len(table)
+            table.append(value)
+        row = lines[line - 1]
+        lines[line - 1] = row[:start] + f"CONSTANTS.c{new}" + row[end:]
+    return "\n".join(lines)
 
 
 def _member_signature(members: list[Member], qualnames: dict[int, str]) -> list[tuple[str, str, str]]:
@@ -367,14 +430,14 @@ def torch_references(node: ast.AST) -> set[str]:
     return out
 
 
-def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType]:
-    """The NamedTuple and enum types inside ``t`` (itself included)."""
+def _nested_types(t: Type) -> Iterator[NamedTupleType | EnumType | InterfaceType]:
+    """The NamedTuple, enum and interface types inside ``t`` (itself included)."""
     for x in walk_types(t):
-        if isinstance(x, (NamedTupleType, EnumType)):
+        if isinstance(x, (NamedTupleType, EnumType, InterfaceType)):
             yield x
 
 
-def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType]:
+def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType | InterfaceType]:
     values = list(graph.inputs)
     for node in graph.all_nodes():
         values += node.outputs
@@ -384,19 +447,23 @@ def _graph_types(graph: Any) -> Iterator[NamedTupleType | EnumType]:
         yield from _nested_types(v.type)
 
 
-def _created_classes(graph: Any) -> dict[str, dict[str, Type]]:
+def _created_classes(graph: Any) -> dict[str, tuple[dict[str, Type], Any]]:
     """Classes of the objects ``graph`` creates (``prim::CreateObject``), with the fields its
-    ``SetAttr``/``GetAttr`` nodes use on them, in order."""
-    out: dict[str, dict[str, Type]] = {}
+    ``SetAttr``/``GetAttr`` nodes use on them, in order, and the class's run-time record
+    (:class:`~kiln.ir.objects.ScriptClass`, or None)."""
+    from kiln.ir.objects import ScriptClass
+    out: dict[str, tuple[dict[str, Type], Any]] = {}
     for node in graph.all_nodes():
         if node.kind == "prim::CreateObject" and isinstance(node.output.type, ClassType):
-            out.setdefault(node.output.type.qualname, {})
+            record = node.attrs.get("cls")
+            out.setdefault(node.output.type.qualname,
+                           ({}, record if isinstance(record, ScriptClass) else None))
     for node in graph.all_nodes():
         if node.kind in ("prim::SetAttr", "prim::GetAttr") and isinstance(node.inputs[0].type, ClassType):
-            fields = out.get(node.inputs[0].type.qualname)
+            known = out.get(node.inputs[0].type.qualname)
             value = node.inputs[1] if node.kind == "prim::SetAttr" else node.output
-            if fields is not None:
-                fields.setdefault(str(node.attrs.get("name")), _plain_type(value.type))
+            if known is not None:
+                known[0].setdefault(str(node.attrs.get("name")), _plain_type(value.type))
     return out
 
 
@@ -456,7 +523,7 @@ def _check_saveable(sm: ScriptModule, name: str, graph: Any) -> None:
 class ClassDecl:
     """One class of an archive's ``code/``."""
     qualname: str
-    kind: str                                   # "module", "class", "namedtuple", "enum", "interface"
+    kind: str            # "module", "class", "namedtuple", "enum", "interface", "module_interface"
     filename: str
     members: list[tuple[str, ast.expr]] = field(default_factory=list)   # name, type expression
     parameters: list[str] = field(default_factory=list)
@@ -468,7 +535,7 @@ class ClassDecl:
 
 
 _BASES = {"Module": "module", "NamedTuple": "namedtuple", "Enum": "enum", "Interface": "interface",
-          "ModuleInterface": "interface"}
+          "ModuleInterface": "module_interface"}
 
 
 @dataclass

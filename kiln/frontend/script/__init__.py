@@ -7,6 +7,7 @@ from kiln.frontend.script.api import (
     export,
     fork,
     ignore,
+    interface,
     is_scripting,
     script,
     script_if_tracing,
@@ -14,5 +15,5 @@ from kiln.frontend.script.api import (
     wait,
 )
 
-__all__ = ["CompilationUnit", "annotate", "compile", "export", "fork", "ignore", "is_scripting",
+__all__ = ["CompilationUnit", "annotate", "compile", "export", "fork", "ignore", "interface", "is_scripting",
            "script", "script_if_tracing", "unused", "wait"]

@@ -155,6 +155,32 @@ def define_methods(module: Any, source: str, filename: str = "<kiln.define>") ->
             module._kiln_define_method(f.name, graph, sig.defaults())
 
 
+# -- interfaces ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def interface(obj: T) -> T:
+    """Declare an interface, as ``torch.jit.interface`` does: a class whose methods (bodies
+    ignored, parameters annotated) every implementation must have with the same signatures.
+
+    A plain class is a *class interface*: an attribute, parameter, result or list element of
+    its type holds an object of any script class implementing it, and a method call on it runs
+    the method of the object's class at run time.  An ``nn.Module`` subclass is a *module
+    interface*: a submodule annotated with it may be any module implementing its methods.
+    ``kiln.save`` writes both as TorchScript does."""
+    if not isinstance(obj, type):
+        raise CompileError(f"kiln.interface takes a class, got {type(obj).__name__}", cause="not a class")
+    module = issubclass(obj, torch.nn.Module)
+    expected: tuple[type, ...] = (torch.nn.Module, object) if module else (object,)
+    if obj.__mro__[1:] != expected:
+        raise CompileError(f"interface {obj.__qualname__} must derive directly from "
+                           f"{'nn.Module' if module else 'object'} (interfaces have no inheritance)",
+                           cause="interface with bases")
+    setattr(obj, "_kiln_interface", "module" if module else "class")   # noqa: B010 (a class we do not own)
+    return obj
+
+
 # -- markers ---------------------------------------------------------------------------------
 
 def _mark(kind: str) -> Callable[[F], F]:

@@ -57,6 +57,7 @@ from kiln.ir.types import (
     BoolType,
     DictType,
     FloatType,
+    InterfaceType,
     IntType,
     ListType,
     NamedTupleType,
@@ -383,9 +384,11 @@ class CallMixin(EmitterBase):
             return self.items_method(base, m.name, node)
         if isinstance(base, PyObj) and m.name == "__new__" and isinstance(base.obj, type):
             info = self.comp.class_info(base.obj)
-            return ObjectVal(self.b.value("prim::CreateObject", [], info.type), info)
+            return ObjectVal(self.b.value("prim::CreateObject", [], info.type, cls=info.runtime), info)
         if not isinstance(base, Value):
             raise self.fail(node, f"cannot call method {m.name!r} here")
+        if isinstance(base.type, InterfaceType):
+            return self.comp.call_interface(self.emitter, base, m.name, args, kwargs, node)
         vals = self.values_of(args, node)
         kw = {k: self.to_value(v, node) for k, v in kwargs.items()}
         return self.value_method(base, m.name, vals, kw, node)
@@ -402,6 +405,9 @@ class CallMixin(EmitterBase):
             return self.op_value(f"aten::{name}", [base, *vals], kw, node)
         if isinstance(t, ListType) and name == "sort" and "reverse" in kw:
             return self.op_value("aten::sort", [base], {"reverse": kw["reverse"]}, node)
+        if isinstance(t, ListType) and isinstance(t.elem, InterfaceType):
+            for v in vals:        # a script-class object put in a list of an interface must implement it
+                self.check_implements(v, t.elem, node, f"an element of {t.annotation()}")
         if isinstance(t, ListType) and base in self.comp.empty_lists and name in ("append", "insert") \
                 and vals:
             # An unannotated `[]` takes the type of the first element appended.

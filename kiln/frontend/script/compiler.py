@@ -50,11 +50,13 @@ from kiln.frontend.script.modules import (
     ModuleInfo,
     ast_default,
     finish_graph,
+    signature_text,
 )
 from kiln.frontend.script.overloads import Overloads
 from kiln.frontend.script.source import Frame, Source, error, function_source, set_location
 from kiln.ir.builder import Builder
 from kiln.ir.graph import Graph, Value
+from kiln.ir.objects import ScriptClass
 from kiln.ir.types import (
     TENSOR,
     AnyType,
@@ -62,13 +64,18 @@ from kiln.ir.types import (
     DictType,
     EnumType,
     FutureType,
+    InterfaceMethod,
+    InterfaceType,
     IntType,
     ListType,
     NamedTupleType,
     NoneType,
+    OptionalType,
     TensorType,
     TupleType,
     Type,
+    is_subtype,
+    register_implementation,
     type_of_value,
 )
 
@@ -117,6 +124,10 @@ class ClassInfo:
     type: ClassType
     fields: dict[str, Type] = field(default_factory=dict)
     ready: bool = False
+    runtime: ScriptClass = field(default_factory=lambda: ScriptClass(""))   # what its objects carry
+    sigs: dict[str, MethodSig] = field(default_factory=dict)     # methods compiled on their own
+    compiling: set[str] = field(default_factory=set)
+    interfaces: set[str] = field(default_factory=set)            # the interfaces it was checked against
 
 
 class Compiler(ModuleCompiler):
@@ -132,6 +143,8 @@ class Compiler(ModuleCompiler):
         # `[]` / `{}` not annotated: their element type is taken from the first use
         self.empty_lists: set[Value] = set()
         self.source_types: dict[str, Any] = {}
+        self.interfaces: dict[Any, InterfaceType] = {}
+        self.converted: dict[int, tuple[Any, Any]] = {}   # id(Python object) -> (it, its ScriptObject)
 
     # -- errors --------------------------------------------------------------------------
     def error(self, node: Optional[ast.AST], cause: str) -> CompileError:
@@ -366,6 +379,9 @@ class Compiler(ModuleCompiler):
 
     # -- classes, NamedTuples, enums ---------------------------------------------------
     def class_type_for(self, cls: type) -> Optional[Type]:
+        kind = interface_kind(cls)
+        if kind is not None:
+            return self.interface_type(cls, kind == "module")
         if ann.is_namedtuple_class(cls):
             KNOWN_TYPES.setdefault(ann.qualname(cls), cls)
             return ann.namedtuple_type(cls, ann.qualname(cls), self.class_type_for)
@@ -418,7 +434,16 @@ class Compiler(ModuleCompiler):
         info = self.classes.get(cls)
         if info is not None:
             return info
+        if interface_kind(cls) is not None:
+            raise self.error(None, f"{cls.__name__} is an interface: it has no objects of its own")
         info = ClassInfo(cls, ClassType(ann.qualname(cls)))
+        # a class of a loaded archive brings the record its loaded objects already carry
+        known = cls.__dict__.get("_kiln_runtime")
+        info.runtime = known if isinstance(known, ScriptClass) else ScriptClass(info.type.qualname)
+        if info.runtime.fields:        # declared in the archive (its annotations name __torch__ types)
+            info.fields.update(info.runtime.fields)
+        else:
+            info.runtime.fields = info.fields
         KNOWN_TYPES.setdefault(info.type.qualname, cls)
         self.classes[cls] = info
         self.classes_by_name[info.type.qualname] = info
@@ -475,12 +500,156 @@ class Compiler(ModuleCompiler):
         if cls.__module__ in ("builtins",) or cls.__module__.startswith("torch"):
             raise self.error(node, f"{cls.__name__}(...) cannot be called in compiled code")
         info = self.class_info(cls)
-        obj = em.b.value("prim::CreateObject", [], info.type)
+        obj = em.b.value("prim::CreateObject", [], info.type, cls=info.runtime)
         ov = ObjectVal(obj, info)
         init = cls.__dict__.get("__init__")
         if init is not None:
             self.inline_function(em, init, args, kwargs, node, ov, cls)
         return ov
+
+    # -- interfaces ------------------------------------------------------------------------
+    def interface_type(self, cls: type, module: bool) -> InterfaceType:
+        """The type an interface class (``@kiln.interface``) stands for: its methods' signatures
+        (parameters default to Tensor, results to None, as TorchScript reads them)."""
+        known = self.interfaces.get(cls)
+        if known is not None:
+            return known
+        q = ann.qualname(cls)
+        self.interfaces[cls] = InterfaceType(q, (), module)     # while its own methods name it
+        KNOWN_TYPES.setdefault(q, cls)
+        methods: list[InterfaceMethod] = []
+        for name, fn in vars(cls).items():
+            if not isinstance(fn, (types.FunctionType, SourceFunction)) or name == "__init__":
+                continue
+            sig = self.declared_sig(fn, cls)
+            methods.append((name, tuple((n, t) for n, t, _ in sig.params), sig.returns))
+        t = InterfaceType(q, tuple(sorted(methods, key=lambda m: m[0])), module)
+        self.interfaces[cls] = t
+        return t
+
+    def declared_sig(self, fn: Any, owner: Any) -> MethodSig:
+        """A method's signature from its annotations alone (nothing compiled)."""
+        p = self.parse_function(fn)
+        em = self.new_emitter(Builder(Graph()), p, owner)
+        self.frames.append(Frame(p.name, p.source))
+        try:
+            params: list[tuple[str, Type, Any]] = [
+                (a.arg, self.param_type(em, p, a, True) or TENSOR, NO_DEFAULT) for a in p.fdef.args.args[1:]]
+            returns = self.return_type(em, p)
+        finally:
+            self.frames.pop()
+        return MethodSig(params, returns if returns is not None else NoneType)
+
+    def class_method_sig(self, info: ClassInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
+        """Method ``name`` of a script class compiled on its own -- what an interface call on
+        one of its objects runs -- and its signature (compiled once per session)."""
+        sig = info.sigs.get(name)
+        if sig is not None:
+            return sig
+        fn = inspect.getattr_static(info.cls, name)
+        owner = next((c for c in info.cls.__mro__ if name in c.__dict__), info.cls)
+        if name in info.compiling:     # it converts its own object to an interface: annotations
+            return self.declared_sig(fn, owner)
+        info.compiling.add(name)
+        try:
+            graph, sig = self.emit_method(fn, owner, info.type, lambda me: ObjectVal(me, info), node,
+                                          "script class")
+        finally:
+            info.compiling.discard(name)
+        info.sigs[name] = sig
+        from kiln.runtime.module import ScriptFunction
+        short = info.type.qualname.rpartition(".")[2]
+        defaults = sig.defaults()
+        info.runtime.define(name, ScriptFunction(f"{short}_{name}", graph, defaults), graph, defaults)
+        return sig
+
+    def implementation_problem(self, info: ClassInfo, t: InterfaceType, node: Optional[ast.AST]) -> str:
+        """Why script class ``info`` does not implement interface ``t`` ("" when it does: then
+        the interface's methods are compiled for its objects, and the class is a subtype)."""
+        if t.qualname in info.interfaces:
+            return ""
+        for name, params, ret in t.methods:
+            fn = inspect.getattr_static(info.cls, name, None)
+            if not isinstance(fn, (types.FunctionType, SourceFunction)):
+                return f"it has no method {name}()"
+            sig = self.class_method_sig(info, name, node)
+            got = tuple((n, pt) for n, pt, _ in sig.params)
+            if got != params or not is_subtype(sig.returns, ret):
+                return (f"its method {signature_text(name, got, sig.returns)} does not match the "
+                        f"interface's {signature_text(name, params, ret)}")
+        info.interfaces.add(t.qualname)
+        register_implementation(info.type.qualname, t.qualname)
+        return ""
+
+    def require_implements(self, info: ClassInfo, t: InterfaceType, node: Optional[ast.AST],
+                           what: str) -> None:
+        why = self.implementation_problem(info, t, node)
+        if why:
+            raise self.error(node, f"{what} is expected to be {t.qualname.rpartition('.')[2]} (an "
+                                   f"interface), but class {info.type.qualname.rpartition('.')[2]} does not "
+                                   f"implement it: {why}")
+
+    def call_interface(self, em: FunctionEmitter, v: Value, name: str, args: list[Binding],
+                       kwargs: dict[str, Binding], node: ast.AST) -> Value:
+        """``x.name(...)`` on an interface-typed value: ``prim::CallMethod``, which runs the method
+        of the object's class at run time (the arguments converted to the interface's types)."""
+        t = v.type
+        assert isinstance(t, InterfaceType)
+        short = t.qualname.rpartition(".")[2]
+        m = t.method(name)
+        if m is None:
+            raise self.error(node, f"interface {short} has no method {name!r}")
+        _, params, ret = m
+        if len(args) > len(params):
+            raise self.error(node, f"{short}.{name}() takes {len(params)} argument(s), got {len(args)}")
+        kwargs = dict(kwargs)
+        vals: list[Value] = []
+        for i, (pname, ptype) in enumerate(params):
+            if i < len(args):
+                b = args[i]
+            elif pname in kwargs:
+                b = kwargs.pop(pname)
+            else:
+                raise self.error(node, f"{short}.{name}() is missing the argument {pname!r}")
+            vals.append(em.convert(em.to_value(b, node), ptype, node,
+                                   f"argument {pname!r} of {short}.{name}()"))
+        if kwargs:
+            raise self.error(node, f"{short}.{name}() got an unexpected keyword argument "
+                                   f"{next(iter(kwargs))!r}")
+        return em.b.call_method(v, name, vals, ret)
+
+    def script_objects(self, v: Any, t: Type, what: str) -> Any:
+        """A module attribute's value with the script-class objects in it (Python objects of
+        the classes its type names) as run-time objects: checked against the declared class or
+        interface, their fields copied, their class's compiled methods attached."""
+        from kiln.ir.objects import ScriptObject
+        if v is None or isinstance(v, (ScriptObject, torch.Tensor, torch.nn.Module)):
+            return v
+        if isinstance(t, OptionalType):
+            return self.script_objects(v, t.elem, what)
+        if isinstance(t, ListType) and isinstance(v, list):
+            return [self.script_objects(x, t.elem, what) for x in v]
+        if isinstance(t, TupleType) and isinstance(v, tuple) and len(v) == len(t.elems):
+            return tuple(self.script_objects(x, e, what) for x, e in zip(v, t.elems))
+        if isinstance(t, DictType) and isinstance(v, dict):
+            return {k: self.script_objects(x, t.value, what) for k, x in v.items()}
+        own = self.class_type_for(type(v)) if isinstance(t, ClassType) else None
+        if not isinstance(own, ClassType) or isinstance(own, InterfaceType):
+            return v
+        info = self.class_info(type(v))
+        if isinstance(t, InterfaceType):
+            self.require_implements(info, t, None, what)
+        elif info.type != t:
+            return v
+        known = self.converted.get(id(v))
+        if known is not None:        # an object held twice stays one object
+            return known[1]
+        obj = ScriptObject(info.type.qualname, info.runtime)
+        self.converted[id(v)] = (v, obj)
+        for name, ft in info.fields.items():
+            if hasattr(v, name):
+                setattr(obj, name, self.script_objects(getattr(v, name), ft, f"field {name!r} of {what}"))
+        return obj
 
     def make_namedtuple(self, em: FunctionEmitter, cls: type, args: list[Binding],
                         kwargs: dict[str, Binding], node: ast.AST) -> Value:
@@ -600,6 +769,16 @@ class Compiler(ModuleCompiler):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def interface_kind(cls: Any) -> Optional[str]:
+    """``"class"`` or ``"module"`` for an interface (``@kiln.interface``, ``@torch.jit.interface``
+    or an archive's ``Interface`` / ``ModuleInterface`` class), else None."""
+    d = getattr(cls, "__dict__", {})
+    kind = d.get("_kiln_interface")
+    if kind is None and "__torch_script_interface__" in d:
+        kind = "module" if isinstance(cls, type) and issubclass(cls, torch.nn.Module) else "class"
+    return str(kind) if kind is not None else None
+
 
 def _signature_comment(p: ParsedFunction) -> Optional[tuple[list[ast.expr], Optional[ast.expr]]]:
     """``# type: (int, Tensor) -> Tensor`` right after the ``def`` line."""

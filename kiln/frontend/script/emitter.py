@@ -44,6 +44,8 @@ from kiln.ir.graph import Block, Node, Value
 from kiln.ir.types import (
     AnyType,
     BoolType,
+    ClassType,
+    InterfaceType,
     IntType,
     NoneType,
     OptionalType,
@@ -243,12 +245,16 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         self.scope.refined.pop(name, None)
         if isinstance(value, PyObj) and _is_data(value.obj):
             value = self.to_value(value, where)    # a variable holds data, not a compile-time object
+        if isinstance(value, ObjectVal) and _holds_interface(declared or self.scope.declared_type(name)):
+            value = self.to_value(value, where)    # a variable of an interface type: any implementation
         if not isinstance(value, Value):
             self.scope.vars[name] = value
             return
         prev = self.scope.declared_type(name)
+        if declared is None and _holds_interface(prev) and value not in self.uninit:
+            declared = prev           # a variable of an interface type takes any implementation
         if declared is not None:
-            value = self.convert(value, declared, where, f"{name!r}")
+            value = self.upcast(self.convert(value, declared, where, f"{name!r}"), declared)
             self.scope.declared[name] = declared
         elif prev is not None and value not in self.uninit:
             if not is_subtype(value.type, prev):
@@ -262,6 +268,14 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         if value.name is None and value.node.kind != "prim::Param":
             value.name = name
         self.scope.vars[name] = value
+
+    def upcast(self, v: Value, t: Type) -> Value:
+        """A script-class object stored in a variable of an interface type is typed as the
+        interface from there on (``unchecked_cast``), so that the branches of an ``if`` that
+        store objects of different classes agree, in the graph and in the code printed from it."""
+        if _holds_interface(t) and isinstance(v.type, ClassType) and not isinstance(v.type, InterfaceType):
+            return self.b.value("prim::unchecked_cast", [v], t)
+        return v
 
     def assign_unpack(self, target: ast.Tuple | ast.List, value: Binding, where: ast.AST) -> None:
         elts = target.elts
@@ -590,6 +604,10 @@ class FunctionEmitter(ExprMixin, CallMixin, SubscriptMixin):
         if node.id in (exits.WITH_ENTER, exits.WITH_EXIT):
             return PyObj(node.id)
         raise self.fail(node, f"undefined name {node.id!r}")
+
+
+def _holds_interface(t: Optional[Type]) -> bool:
+    return isinstance(t.elem if isinstance(t, OptionalType) else t, InterfaceType)
 
 
 def _is_data(obj: Any) -> bool:

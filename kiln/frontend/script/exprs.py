@@ -40,6 +40,7 @@ from kiln.ir.types import (
     DtypeType,
     EnumType,
     FloatType,
+    InterfaceType,
     IntType,
     ListType,
     NamedTupleType,
@@ -505,6 +506,7 @@ class ExprMixin(EmitterBase):
     def convert(self, v: Value, t: Type, where: Optional[ast.AST], what: str) -> Value:
         if v in self.uninit:
             return v
+        self.check_implements(v, t, where, what)
         if is_subtype(v.type, t):
             return v
         if isinstance(t, TupleType) and isinstance(v.type, TupleType) and len(t.elems) == len(v.type.elems):
@@ -537,6 +539,16 @@ class ExprMixin(EmitterBase):
             hint = f"; it is {v.type.annotation()} here: refine it first with `if {who} is not None:`"
         raise self.fail(where, f"{what} is expected to be {t.annotation()}, but it is "
                                f"{v.type.annotation()}{hint}")
+
+    def check_implements(self, v: Value, t: Type, where: Optional[ast.AST], what: str) -> None:
+        """A script-class object going where an interface (or an Optional one) is expected: its
+        class must implement the interface (then it is a subtype of it)."""
+        target = t.elem if isinstance(t, OptionalType) else t
+        if isinstance(target, InterfaceType) and isinstance(v.type, ClassType) and \
+                not isinstance(v.type, InterfaceType):
+            info = self.comp.class_info_by_name(v.type.qualname)
+            if info is not None:
+                self.comp.require_implements(info, target, where, what)
 
     def str_of(self, v: Value, node: ast.AST) -> Value:
         if v.type == StrType:
@@ -594,6 +606,11 @@ class ExprMixin(EmitterBase):
             return self.tensor_attribute(v, name, node)
         if isinstance(t, NamedTupleType):
             return self.field_attribute(v, t, name, node)
+        if isinstance(t, InterfaceType):
+            if t.method(name) is None:
+                raise self.fail(node, f"interface {t.qualname.rpartition('.')[2]} has no method {name!r} "
+                                      "(an interface value has only its interface's methods)")
+            return Bound(v, name)
         if isinstance(t, ClassType):
             info = self.comp.class_info_by_name(t.qualname)
             if info is not None:

@@ -22,6 +22,7 @@ import ast
 import enum
 import inspect
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -40,6 +41,7 @@ from kiln.ir.types import (
     BoolType,
     ClassType,
     DictType,
+    InterfaceType,
     ListType,
     NoneType,
     OptionalType,
@@ -47,7 +49,9 @@ from kiln.ir.types import (
     TupleType,
     Type,
     accepts,
+    is_subtype,
     type_of_value,
+    walk_types,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +84,7 @@ class ModuleInfo:
     compiling: set[str] = field(default_factory=set)
     subs: dict[str, ModuleInfo] = field(default_factory=dict)
     key: Optional[tuple[Any, ...]] = None                     # see ModuleCompiler.type_key
+    interfaces: dict[str, InterfaceType] = field(default_factory=dict)   # submodules typed by one
 
 
 class ModuleCompiler:
@@ -114,6 +119,8 @@ class ModuleCompiler:
         def class_type_for(self, cls: type) -> Optional[Type]: ...
 
         def overload_function(self, ov: Overloads, index: int, impl: Any) -> Any: ...
+
+        def script_objects(self, v: Any, t: Type, what: str) -> Any: ...
 
     # -- the module tree -------------------------------------------------------------------
     def script_module(self, module: torch.nn.Module) -> ScriptModule:
@@ -154,7 +161,23 @@ class ModuleCompiler:
             sm.register_buffer(name, buf, persistent=name not in module._non_persistent_buffers_set)
         sm.training = module.training
         self._collect_attributes(info)
+        self._module_interfaces(info)
         return info
+
+    def _module_interfaces(self, info: ModuleInfo) -> None:
+        """Submodules annotated with a module interface (``impl: Scaler``): the interface is
+        their declared type (saving writes it); :meth:`_check_module_interfaces` checks them."""
+        hints: dict[str, Any] = {}
+        for klass in reversed(type(info.module).__mro__):
+            hints.update(getattr(klass, "__annotations__", {}) or {})
+        for name in info.subs:
+            hint = hints.get(name)
+            if not isinstance(hint, type) or not issubclass(hint, torch.nn.Module):
+                continue
+            t = self.class_type_for(hint)
+            if isinstance(t, InterfaceType) and t.module:
+                info.interfaces[name] = t
+                info.sm.__dict__["_kiln_attr_types"][name] = t
 
     def _collect_attributes(self, info: ModuleInfo) -> None:
         module, sm = info.module, info.sm
@@ -185,6 +208,8 @@ class ModuleCompiler:
             if t is None:
                 info.bad_attrs[name] = f"its value {type(v).__name__} has no type Kiln can infer; annotate it"
                 continue
+            if any(isinstance(x, ClassType) for x in walk_types(t)):
+                v = self.script_objects(v, t, f"attribute {name!r} of {cls.__name__}")
             info.attr_types[name] = t
             sm._kiln_set_attribute(name, v, t)
 
@@ -207,8 +232,30 @@ class ModuleCompiler:
             for name, fn in vars(klass).items():
                 if isinstance(fn, types.FunctionType) and _modifier(fn) == "export" and name not in names:
                     names.append(name)
+        self._check_module_interfaces(info)     # first: a call through one relies on it
         for name in names:
             self.method_sig(info, name, None)
+
+    def _check_module_interfaces(self, info: ModuleInfo) -> None:
+        """Each submodule typed by a module interface has every method of the interface, with
+        the same parameters (names and types) and a result that fits."""
+        for name, it in info.interfaces.items():
+            sub = info.subs[name]
+            for mname, params, ret in it.methods:
+                why = ""
+                if not _has_method(sub, mname):
+                    why = f"it has no method {mname}()"
+                else:
+                    sig = self.method_sig(sub, mname, None)
+                    got = tuple((n, t) for n, t, _ in sig.params)
+                    if got != params or not is_subtype(sig.returns, ret):
+                        why = (f"its method {signature_text(mname, got, sig.returns)} does not match the "
+                               f"interface's {signature_text(mname, params, ret)}")
+                if why:
+                    sub_name = type(sub.module).__name__ if sub.module is not sub.sm else sub.sm.original_name
+                    raise self.error(None, f"submodule {name!r} of {type(info.module).__name__} is declared "
+                                           f"{it.qualname.rpartition('.')[2]} (a module interface), but "
+                                           f"{sub_name} does not implement it: {why}")
 
     def method_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
         """The signature of method ``name``, compiling it (once per type key) if need be."""
@@ -317,19 +364,25 @@ class ModuleCompiler:
                        call_site: Optional[ast.AST] = None) -> tuple[Graph, MethodSig]:
         """Method ``name`` of the module as a graph whose input 0 is ``self`` (compiled on
         demand from ``call_site``, in the function being compiled, when there is one)."""
+        owner = next((c for c in type(info.module).__mro__ if name in c.__dict__), type(info.module))
+        return self.emit_method(fn, owner, info.type, lambda me: ModuleVal(me, info), call_site, "module")
+
+    def emit_method(self, fn: Any, owner: Any, self_type: Type, bind_self: Callable[[Value], Binding],
+                    call_site: Optional[ast.AST], what: str) -> tuple[Graph, MethodSig]:
+        """A method as a graph of its own (input 0 is ``self``, bound by ``bind_self``): of a
+        module, or of a script class whose objects an interface call may reach."""
         p = self.parse_function(fn)
         graph = Graph()
         b = Builder(graph)
-        owner = next((c for c in type(info.module).__mro__ if name in c.__dict__), type(info.module))
         em = self.new_emitter(b, p, owner)
         self.frames.append(Frame(p.name, p.source, call_site if self.frames else None))
         try:
-            me = graph.add_input(info.type, "self")
-            em.scope.vars["self"] = ModuleVal(me, info)
+            me = graph.add_input(self_type, "self")
+            em.scope.vars["self"] = bind_self(me)
             params: list[tuple[str, Type, Any]] = []
             a = p.fdef.args
             if a.vararg or a.kwarg or a.kwonlyargs:
-                raise self.error(p.fdef, "module methods cannot take *args, **kwargs or keyword-only "
+                raise self.error(p.fdef, f"{what} methods cannot take *args, **kwargs or keyword-only "
                                          "parameters; helper functions they call can")
             n_def = len(a.defaults)
             plist = a.args[1:]
@@ -563,6 +616,18 @@ def _plain(t: Type) -> Type:
     if isinstance(t, OptionalType):
         return OptionalType(_plain(t.elem))
     return t
+
+
+def _has_method(info: ModuleInfo, name: str) -> bool:
+    if info.module is info.sm:
+        return name in info.sm._kiln_graphs or name in info.sm.__dict__.get("_kiln_method_sources", {})
+    return isinstance(inspect.getattr_static(type(info.module), name, None), types.FunctionType)
+
+
+def signature_text(name: str, params: tuple[tuple[str, Type], ...], returns: Type) -> str:
+    """``apply(x: Tensor) -> Tensor``, for error messages."""
+    shown = ", ".join(f"{n}: {t.annotation()}" for n, t in params)
+    return f"{name}({shown}) -> {returns.annotation()}"
 
 
 def _modifier(fn: Any) -> Optional[str]:

@@ -656,3 +656,21 @@ def test_atomic_write_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="could not save") as info:
         atomic_write(tmp_path / "no" / "m.pt", b"x")
     assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_file_truncated_while_open_gives_archive_error(tmp_path: Path) -> None:
+    """A file read by path is not memory-mapped: if it shrinks after its directory was checked,
+    reading a record is an ArchiveError (a mapping would fault the process)."""
+    blob = written({"data.pkl": b"\x80\x02." * 10, "data/0": bytes(range(256)) * 40, "version": b"3\n"})
+    path = tmp_path / "shrinks.pt"
+    path.write_bytes(blob)
+    with ArchiveReader.open_file(path) as r:
+        at = r.data_offset("data/0")
+        with open(path, "r+b") as f:
+            f.truncate(at + 100)
+        with pytest.raises(ArchiveError, match="short"):
+            r.read_into("data/0", memoryview(bytearray(256 * 40)))
+        with pytest.raises(ArchiveError, match="short"):
+            r.read("data/0")
+    with pytest.raises(ArchiveError, match="closed"):
+        r.read("data/0")

@@ -243,6 +243,10 @@ class _VM:
             self.table[code] = getattr(self, "_op_" + name.lower(), None)
         for code, (method, args) in _HANDLERS.items():
             self.table[code] = functools.partial(getattr(self, method), *args)
+        # the most frequent opcodes of TorchScript's pickles, with a one-byte operand read inline
+        self.table[0x68] = self._binget
+        self.table[0x71] = self._binput
+        self.table[0x4B] = self._binint1
 
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -576,6 +580,22 @@ class _VM:
         return target
 
     # -- memo --------------------------------------------------------------------------------------
+    def _byte(self) -> int:
+        pos = self.pos
+        if pos >= len(self.data):
+            self._read(1)       # fails with the message every operand read gives
+        self.pos = pos + 1
+        return self.data[pos]
+
+    def _binget(self) -> None:
+        self._get(self._byte())
+
+    def _binput(self) -> None:
+        self._put(self._byte())
+
+    def _binint1(self) -> None:
+        self.stack.append(self._byte())
+
     def _put_n(self, size: int) -> None:
         self._put(self._uint(size))
 

@@ -64,7 +64,7 @@ Nodes with blocks, in-place operators and everything the backend cannot compute 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -209,18 +209,19 @@ def _join(node: Node, shape: tuple[int, ...], owner: dict[Node, _Group],
 
 # -- the rewrite ----------------------------------------------------------------------------------
 
-def _boundary(nodes: list[Node]) -> tuple[list[Value], list[Value], list[Value]]:
-    """The group's outside inputs (values, and literal constants to copy in) and its results
-    used outside it, in program order."""
+def _boundary(nodes: list[Node], copy_in: Optional[Callable[[Value], bool]] = None
+              ) -> tuple[list[Value], list[Value], list[Value]]:
+    """The group's outside inputs, the outside values to copy into it instead (``copy_in``:
+    literal constants by default), and its results used outside it, in program order."""
     members = set(nodes)
     inputs: list[Value] = []
-    literals: list[Value] = []
+    copied: list[Value] = []
     for n in nodes:
         for v in n.inputs:
-            if v.node not in members and v not in inputs and v not in literals:
-                (literals if _is_literal(v) else inputs).append(v)
+            if v.node not in members and v not in inputs and v not in copied:
+                (copied if (copy_in or _is_literal)(v) else inputs).append(v)
     outputs = [v for n in nodes for v in n.outputs if any(u.user not in members for u in v.uses)]
-    return inputs, literals, outputs
+    return inputs, copied, outputs
 
 
 def _subgraph(nodes: list[Node], inputs: list[Value], literals: list[Value], outputs: list[Value]) -> Graph:

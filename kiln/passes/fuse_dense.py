@@ -64,7 +64,7 @@ import torch
 from kiln.ir.graph import Block, Graph, Node, Value
 from kiln.ir.types import TensorType
 from kiln.passes.cse import AliasSets
-from kiln.passes.fuse import _blocks, _complete_cpu, _is_literal, fusion_key, replace_group
+from kiln.passes.fuse import _blocks, _boundary, _complete_cpu, _is_literal, fusion_key, replace_group
 
 __all__ = ["MAX_ROWS", "MAX_WEIGHT", "MIN_GROUP_SIZE", "dense_linear", "fuse_dense"]
 
@@ -193,18 +193,6 @@ def _join(node: Node, owner: dict[Node, _Group]) -> Optional[_Group]:
 
 # -- the rewrite ----------------------------------------------------------------------------------
 
-def _boundary(nodes: list[Node]) -> tuple[list[Value], list[Value], list[Value]]:
-    """Inputs from outside, constants to copy in, and results used outside, in program order."""
-    members = set(nodes)
-    inputs: list[Value] = []
-    constants: list[Value] = []
-    for n in nodes:
-        for v in n.inputs:
-            if v.node not in members and v not in inputs and v not in constants:
-                (constants if v.node.kind == "prim::Constant" else inputs).append(v)
-    outputs = [v for n in nodes for v in n.outputs if any(u.user not in members for u in v.uses)]
-    return inputs, constants, outputs
-
-
 def _rewrite(nodes: list[Node]) -> bool:
-    return replace_group(nodes, *_boundary(nodes))
+    # every constant is copied in, tensors (the weights) included
+    return replace_group(nodes, *_boundary(nodes, lambda v: v.node.kind == "prim::Constant"))

@@ -207,14 +207,11 @@ class ArchiveLoader:
     def _unpickle(self, record: str, data_dir: str, byteorder: str) -> Any:
         reader = self.reader
 
-        def read_record(key: str) -> Any:
-            return reader.view(data_dir + key)
-
         def read_into(key: str) -> tuple[int, Callable[[memoryview], None]]:
             name = data_dir + key
             return reader.record(name).size, functools.partial(reader.read_into, name)
-        storages = StorageReader(read_record=read_record, read_into=read_into, map_location=self.map_location,
-                                 byteorder=byteorder, limits=self.limits)
+        storages = StorageReader(read_into=read_into, map_location=self.map_location, byteorder=byteorder,
+                                 limits=self.limits)
         return load_pickle(self.reader.view(record), record=f"{self.where}/{record}",
                            globals=torch_globals(storages), persistent_load=storages, limits=self.limits)
 

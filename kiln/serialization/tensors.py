@@ -107,6 +107,7 @@ class StorageReader:
     """``persistent_load`` for TorchScript pickles: validates each storage id and loads its record.
 
     ``read_record(key)`` returns the bytes of ``data/<key>`` and raises if there is none.
+    One of ``read_record`` and ``read_into`` must be given.
     ``read_into`` (optional, preferred when given) maps a key to ``(size, fill)``: the record's
     size, and ``fill(dest)``, which writes the record into the writable view ``dest`` of that
     size.  The storage is allocated once the size checks out, and the record read straight into
@@ -114,12 +115,16 @@ class StorageReader:
     ``map_location`` None keeps each storage's own location; a device (string) moves them all
     there.  ``byteorder`` is the archive's ``byteorder`` record ("little" or "big")."""
 
-    read_record: Callable[[str], Union[bytes, bytearray, memoryview]]
+    read_record: Optional[Callable[[str], Union[bytes, bytearray, memoryview]]] = None
     read_into: Optional[Callable[[str], tuple[int, Callable[[memoryview], None]]]] = None
     map_location: Union[None, str, torch.device] = None
     byteorder: str = "little"
     limits: Limits = _DEFAULT_LIMITS
     _cache: dict[str, LoadedStorage] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.read_record is None and self.read_into is None:
+            raise ValueError("StorageReader needs read_record or read_into")
 
     def __call__(self, pid: Any) -> LoadedStorage:
         if type(pid) is not tuple or len(pid) != 5:
@@ -209,6 +214,7 @@ class StorageReader:
         return found
 
     def _read(self, key: str) -> memoryview:
+        assert self.read_record is not None
         record = _call_reader(self.read_record, key)
         if not isinstance(record, (bytes, bytearray, memoryview)):
             raise ArchiveError(f"storage record data/{key}: reader returned {type(record).__name__}")

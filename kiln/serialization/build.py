@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 
 _MANGLED = re.compile(r"___torch_mangle_[0-9]+\.")
+# the value of a class's constant (``  eps : Final[float] = 1e-05``), which the compiler's
+# type key holds in its place (see _sources)
+_FINAL_VALUE = re.compile(r"^(  [A-Za-z_][A-Za-z0-9_]* : Final\[.*\]) = .*$", re.MULTILINE)
 
 class ArchiveUnit:
     """What names in an archive's code may refer to: TorchScript source's builtins, this
@@ -141,7 +144,7 @@ class ArchiveUnit:
             ns["__kiln_restricted__"] = True     # no Python functions, no submodule imports
             ns["__torch__"] = _ArchiveNames("__torch__", self, ns["__torch__"])
             from kiln.serialization.upgraders import upgrader_functions
-            ns.update(upgrader_functions(self))
+            ns.update(upgrader_functions(self, self.loader.version))
             self._namespace = ns
         return self._namespace
 
@@ -412,10 +415,11 @@ class ModuleBuilder:
         if known is not None:
             return known
         # TorchScript gives every traced instance (and every scripted variant) a mangled class;
-        # classes whose text is the same but for the mangling share their sources, and so their
-        # compilation (the compiler's type key holds the sources, not the class name)
+        # classes whose text is the same but for the mangling and the values of constants share
+        # their sources, and so their compilation (the compiler's type key holds the sources,
+        # not the class name, and the values of the constants a method reads)
         text = self.archive.texts.get(decl.qualname)
-        key = _MANGLED.sub("", text) if text is not None else None
+        key = _FINAL_VALUE.sub(r"\1", _MANGLED.sub("", text)) if text is not None else None
         known = self.by_text.get(key) if key is not None else None
         if known is None:
             known = {name: self.unit.source_function(name, decl.filename, fdef)

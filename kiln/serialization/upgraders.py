@@ -121,8 +121,11 @@ def upgrade(fdef: ast.FunctionDef, version: int, text: str = "") -> ast.Function
     return new if rw.changed else fdef
 
 
-def upgrader_functions(unit: Any) -> dict[str, Any]:
-    """The upgraders as source functions of ``unit`` (names callable from rewritten code)."""
+def upgrader_functions(unit: Any, version: int = 0) -> dict[str, Any]:
+    """The upgraders as source functions of ``unit`` (names callable from rewritten code);
+    none for code of a ``version`` that needs none."""
+    if all(version >= v for v, _ in UPGRADERS.values()):
+        return {}
     from kiln.frontend.script.env import SourceFunction
     from kiln.frontend.script.source import Source
     tree = ast.parse(UPGRADER_SOURCE, filename="<kiln upgraders>")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import enum
 import inspect
+import math
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,33 @@ class ModuleInfo:
     compiling: set[str] = field(default_factory=set)
     subs: dict[str, ModuleInfo] = field(default_factory=dict)
     key: Optional[tuple[Any, ...]] = None                     # see ModuleCompiler.type_key
+    full_key: Optional[tuple[Any, ...]] = None
     interfaces: dict[str, InterfaceType] = field(default_factory=dict)   # submodules typed by one
+
+
+@dataclass(eq=False)
+class _Reads:
+    """What a compilation in progress read of its module: constants and methods of self."""
+
+    reads: dict[str, Any] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Compiled:
+    """One compilation of a method, as the caches keep it."""
+
+    graph: Graph
+    sig: MethodSig
+    has_tensor_constants: bool
+    # what it depends on besides the type key without constants: the module's own constants
+    # it read (name -> value key) and the methods of ``self`` it called (compiled with it)
+    reads: dict[str, Any] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def matches(self, info: ModuleInfo) -> bool:
+        consts = info.constants
+        return all(name in consts and _const_key(consts[name]) == k for name, k in self.reads.items())
 
 
 class ModuleCompiler:
@@ -92,8 +119,13 @@ class ModuleCompiler:
 
     def __init__(self) -> None:
         self.modules: dict[int, ModuleInfo] = {}
-        # type key -> method name -> (graph, signature), shared by equal instances
-        self.method_cache: dict[tuple[Any, ...], dict[str, tuple[Graph, MethodSig]]] = {}
+        # type key -> method name -> compilation, shared by equal instances
+        self.method_cache: dict[tuple[Any, ...], dict[str, _Compiled]] = {}
+        # the type key without the module's own constant values -> method name -> the
+        # compilations made so far: instances whose constants differ only where the method does
+        # not look (the 64- and 128-channel BatchNorms of a ResNet) share one of them
+        self.method_variants: dict[tuple[Any, ...], dict[str, list[_Compiled]]] = {}
+        self._tracking: list[tuple[ModuleInfo, _Reads]] = []   # compilations in progress
 
     if TYPE_CHECKING:
         # -- defined in compiler.Compiler ----------------------------------------------------
@@ -259,6 +291,9 @@ class ModuleCompiler:
 
     def method_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
         """The signature of method ``name``, compiling it (once per type key) if need be."""
+        for tracked_info, tracked in self._tracking:   # a method of self calls this one
+            if tracked_info is info and name not in tracked.calls:
+                tracked.calls.append(name)
         sig = info.sigs.get(name)
         if sig is not None:
             return sig
@@ -271,26 +306,61 @@ class ModuleCompiler:
             fn = self._method_function(info, name, node)
         if name in info.compiling:
             raise self.error(node, f"method {name!r} calls itself; recursion is not supported")
-        shared = self.method_cache.setdefault(self.type_key(info), {})
-        hit = shared.get(name)
+        hit = self._cached(info, name)
         if hit is not None:
-            for other, (g, other_sig) in shared.items():   # with the helpers it calls on self
-                if other not in info.sigs:
-                    info.sigs[other] = other_sig
-                    # Instances of one type share the graph (as TorchScript's do), unless it holds
-                    # tensor constants, which ``to()`` converts in place per instance.
-                    shared_graph = g if next(tensor_constants(g), None) is None else g.copy()
-                    info.sm._kiln_define_method(other, shared_graph, other_sig.defaults())
-            return hit[1]
+            for tracked_info, tracked in self._tracking:   # a caller depends on what it read
+                if tracked_info is info:
+                    tracked.reads.update(hit.reads)
+            self._define(info, name, hit)
+            for other in hit.calls:    # the helpers it calls on self
+                self.method_sig(info, other, node)
+            return hit.sig
         info.compiling.add(name)
+        track = _Reads()
+        self._tracking.append((info, track))
         try:
             graph, sig = self.compile_method(info, fn, name, node)
         finally:
             info.compiling.discard(name)
-        shared[name] = (graph, sig)
+            self._tracking.pop()
+        done = _Compiled(graph, sig, next(tensor_constants(graph), None) is not None,
+                         track.reads, [c for c in track.calls if c != name])
+        self.method_cache[self.type_key(info)][name] = done
+        self.method_variants[self.type_key(info, with_constants=False)].setdefault(name, []).append(done)
         info.sigs[name] = sig
         info.sm._kiln_define_method(name, graph, sig.defaults())
         return sig
+
+    def _cached(self, info: ModuleInfo, name: str) -> Optional[_Compiled]:
+        """A compilation of method ``name`` for an instance like this one: of the same type key,
+        or of one that differs only in constants the method did not read."""
+        shared = self.method_cache.setdefault(self.type_key(info), {})
+        hit = shared.get(name)
+        if hit is None:
+            variants = self.method_variants.setdefault(self.type_key(info, with_constants=False), {})
+            hit = next((c for c in variants.get(name, ()) if c.matches(info)), None)
+            if hit is not None:
+                shared[name] = hit
+        return hit
+
+    def _define(self, info: ModuleInfo, name: str, c: _Compiled) -> None:
+        """Give another instance method ``name`` compiled for an equal one."""
+        if name in info.sigs:
+            return
+        info.sigs[name] = c.sig
+        # Instances share the graph (as TorchScript's do), unless it holds tensor constants,
+        # which ``to()`` converts in place per instance.
+        info.sm._kiln_define_method(name, c.graph.copy() if c.has_tensor_constants else c.graph,
+                                    c.sig.defaults())
+
+    def read_constant(self, info: ModuleInfo, name: str) -> Any:
+        """The value of constant ``name`` of the module, noted as read by the compilations in
+        progress on it (their graphs hold the value)."""
+        value = info.constants[name]
+        for tracked_info, tracked in self._tracking:
+            if tracked_info is info:
+                tracked.reads[name] = _const_key(value)
+        return value
 
     def _method_function(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> Any:
         """What :meth:`parse_function` takes for method ``name``: the function, or for an
@@ -330,23 +400,27 @@ class ModuleCompiler:
                                f"types ({', '.join(t.annotation() for t in found)}); its overloads take "
                                + " or ".join(tried))
 
-    def type_key(self, info: ModuleInfo) -> tuple[Any, ...]:
+    def type_key(self, info: ModuleInfo, with_constants: bool = True) -> tuple[Any, ...]:
         """What a method's graph depends on besides the class: two instances with the same key
         (e.g. the 100 BatchNorms of a ResNet) share one compilation, as TorchScript's
-        concrete types do."""
+        concrete types do.  ``with_constants=False``: the same but for the values of the
+        module's own constants (its submodules' keys keep theirs)."""
         if info.key is None:
             sm = info.sm
-            consts = tuple(sorted((k, _hashable_const(v)) for k, v in info.constants.items()))
             # Loaded modules are all ScriptModules: their class is the qualified name plus
             # the method sources the archive gave that class.
             sources = sm.__dict__.get("_kiln_method_sources") if info.module is sm else None
             name = sm.qualified_name if sources is None else id(sources)   # shared sources: one class
-            info.key = (type(info.module), name, consts,
+            info.key = (type(info.module), name, tuple(sorted(info.constants)),
                         tuple(sorted(info.attr_types.items(), key=str)),
                         tuple((k, self.type_key(v)) for k, v in info.subs.items()),
                         tuple((k, p is None) for k, p in sm._parameters.items()),
                         tuple((k, b is None) for k, b in sm._buffers.items()))
-        return info.key
+            info.full_key = (info.key, tuple(sorted((k, _const_key(v)) for k, v in info.constants.items())))
+        if not with_constants:
+            return info.key
+        assert info.full_key is not None
+        return info.full_key
 
     def _graph_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
         """The signature of a method an existing ScriptModule already has as a graph."""
@@ -418,7 +492,7 @@ class ModuleCompiler:
             sub = info.subs[name]
             return ModuleVal(em.b.get_attr(mv.value, name, sub.type), sub)
         if name in info.constants:
-            return PyObj(info.constants[name])
+            return PyObj(self.read_constant(info, name))
         if name == "training":
             return em.b.get_attr(mv.value, "training", BoolType)
         if name in info.attr_types:
@@ -583,7 +657,13 @@ def ast_default(node: ast.expr) -> Any:
         return NO_DEFAULT
 
 
-def _hashable_const(v: Any) -> Any:
+def _const_key(v: Any) -> Any:
+    """A constant as a key: equal keys mean the same value baked into a graph (so 0.0 and
+    -0.0, 1 and True, 1 and 1.0 differ; an unhashable value is only equal to itself)."""
+    if type(v) is float:
+        return (float, v, math.copysign(1.0, v))
+    if type(v) is tuple:
+        return (tuple, tuple(_const_key(x) for x in v))
     try:
         hash(v)
         return (type(v), v)

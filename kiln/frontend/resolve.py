@@ -338,8 +338,33 @@ def resolve_typed(name: str, arg_types: Sequence[Type], kw_types: dict[str, Type
     """Bind a call of ``name`` to the first overload that accepts the argument types, or None.
 
     The same order and rules as :func:`resolve_call`: strictly first (no int for a float),
-    then with TorchScript's implicit conversions; positional int lists may be spread out."""
-    overloads = [o for o in registry.overloads(name) if not o.schema.is_vararg]
+    then with TorchScript's implicit conversions; positional int lists may be spread out.
+    The answer depends on the types and the operator's overloads alone, so it is kept (per
+    process) until an overload of ``name`` is registered."""
+    overloads = registry.overloads(name)
+    key = (name, tuple(arg_types), tuple(kw_types.items()))
+    try:
+        known = _TYPED_MATCHES.get(key)
+    except TypeError:      # an unhashable type: resolve without the memo
+        return _resolve_typed(name, overloads, arg_types, kw_types)
+    if known is not None and known[0] == len(overloads):
+        return known[1]
+    m = _resolve_typed(name, overloads, arg_types, kw_types)
+    if len(_TYPED_MATCHES) >= _TYPED_MATCHES_MAX:
+        _TYPED_MATCHES.clear()
+    _TYPED_MATCHES[key] = (len(overloads), m)
+    return m
+
+
+# (name, argument types, keyword types) -> (number of overloads then, the match); overloads are
+# only ever added, so an unchanged count means the same overloads
+_TYPED_MATCHES: dict[tuple[Any, ...], tuple[int, Optional[TypedMatch]]] = {}
+_TYPED_MATCHES_MAX = 20000
+
+
+def _resolve_typed(name: str, all_overloads: list[OpInfo], arg_types: Sequence[Type],
+                   kw_types: dict[str, Type]) -> Optional[TypedMatch]:
+    overloads = [o for o in all_overloads if not o.schema.is_vararg]
     for lenient in (False, True):
         for op in _ordered(overloads):
             m = _bind_types(op, list(arg_types), kw_types, lenient)

@@ -70,20 +70,26 @@ def _not_any(flags: list[str]) -> ast.expr:
     return ast.UnaryOp(op=ast.Not(), operand=test)
 
 
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
 def _walk_own(stmts: list[ast.stmt], loops: bool) -> list[ast.AST]:
-    """Nodes of ``stmts`` not inside nested functions, classes, lambdas or (unless ``loops``) loops."""
+    """Statements of ``stmts``, nested ones included, not inside nested functions or classes
+    or (unless ``loops``) loops.  Expressions are not entered: the exits looked for are
+    statements, and a lambda's body cannot hold one."""
     out: list[ast.AST] = []
     todo: list[ast.AST] = list(stmts)
     while todo:
         n = todo.pop()
         out.append(n)
-        for c in ast.iter_child_nodes(n):
-            if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                continue
-            if not loops and isinstance(c, (ast.For, ast.While)):
-                todo.extend(c.orelse)   # a loop's else belongs to the enclosing loop
-                continue
-            todo.append(c)
+        for field in _STATEMENT_LISTS:
+            for c in getattr(n, field, None) or ():
+                if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                if not loops and isinstance(c, (ast.For, ast.While, ast.AsyncFor)):
+                    todo.extend(c.orelse)   # a loop's else belongs to the enclosing loop
+                    continue
+                todo.append(c)
     return out
 
 

@@ -84,8 +84,8 @@ class ModuleInfo:
     sigs: dict[str, MethodSig] = field(default_factory=dict)
     compiling: set[str] = field(default_factory=set)
     subs: dict[str, ModuleInfo] = field(default_factory=dict)
-    key: Optional[tuple[Any, ...]] = None                     # see ModuleCompiler.type_key
-    full_key: Optional[tuple[Any, ...]] = None
+    key: Optional[int] = None                                 # see ModuleCompiler.type_key
+    full_key: Optional[int] = None
     interfaces: dict[str, InterfaceType] = field(default_factory=dict)   # submodules typed by one
 
 
@@ -120,11 +120,12 @@ class ModuleCompiler:
     def __init__(self) -> None:
         self.modules: dict[int, ModuleInfo] = {}
         # type key -> method name -> compilation, shared by equal instances
-        self.method_cache: dict[tuple[Any, ...], dict[str, _Compiled]] = {}
+        self.method_cache: dict[int, dict[str, _Compiled]] = {}
         # the type key without the module's own constant values -> method name -> the
         # compilations made so far: instances whose constants differ only where the method does
         # not look (the 64- and 128-channel BatchNorms of a ResNet) share one of them
-        self.method_variants: dict[tuple[Any, ...], dict[str, list[_Compiled]]] = {}
+        self.method_variants: dict[int, dict[str, list[_Compiled]]] = {}
+        self._keys: dict[tuple[Any, ...], int] = {}                 # see type_key
         self._tracking: list[tuple[ModuleInfo, _Reads]] = []   # compilations in progress
 
     if TYPE_CHECKING:
@@ -400,27 +401,32 @@ class ModuleCompiler:
                                f"types ({', '.join(t.annotation() for t in found)}); its overloads take "
                                + " or ".join(tried))
 
-    def type_key(self, info: ModuleInfo, with_constants: bool = True) -> tuple[Any, ...]:
+    def type_key(self, info: ModuleInfo, with_constants: bool = True) -> int:
         """What a method's graph depends on besides the class: two instances with the same key
         (e.g. the 100 BatchNorms of a ResNet) share one compilation, as TorchScript's
         concrete types do.  ``with_constants=False``: the same but for the values of the
-        module's own constants (its submodules' keys keep theirs)."""
+        module's own constants (its submodules' keys keep theirs).  A key is a small int
+        standing for the structure it was made from (cheap to hash, however deep the tree)."""
         if info.key is None:
             sm = info.sm
             # Loaded modules are all ScriptModules: their class is the qualified name plus
             # the method sources the archive gave that class.
             sources = sm.__dict__.get("_kiln_method_sources") if info.module is sm else None
             name = sm.qualified_name if sources is None else id(sources)   # shared sources: one class
-            info.key = (type(info.module), name, tuple(sorted(info.constants)),
-                        tuple(sorted(info.attr_types.items(), key=str)),
-                        tuple((k, self.type_key(v)) for k, v in info.subs.items()),
-                        tuple((k, p is None) for k, p in sm._parameters.items()),
-                        tuple((k, b is None) for k, b in sm._buffers.items()))
-            info.full_key = (info.key, tuple(sorted((k, _const_key(v)) for k, v in info.constants.items())))
+            info.key = self._intern((type(info.module), name, tuple(sorted(info.constants)),
+                                     tuple(sorted(info.attr_types.items(), key=str)),
+                                     tuple((k, self.type_key(v)) for k, v in info.subs.items()),
+                                     tuple((k, p is None) for k, p in sm._parameters.items()),
+                                     tuple((k, b is None) for k, b in sm._buffers.items())))
+            info.full_key = self._intern((info.key, tuple(sorted((k, _const_key(v))
+                                                                 for k, v in info.constants.items()))))
         if not with_constants:
             return info.key
         assert info.full_key is not None
         return info.full_key
+
+    def _intern(self, key: tuple[Any, ...]) -> int:
+        return self._keys.setdefault(key, len(self._keys))
 
     def _graph_sig(self, info: ModuleInfo, name: str, node: Optional[ast.AST]) -> MethodSig:
         """The signature of a method an existing ScriptModule already has as a graph."""

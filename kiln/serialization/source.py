@@ -35,6 +35,7 @@ from __future__ import annotations
 import ast
 import enum
 import keyword
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -75,8 +76,10 @@ def valid_member_name(name: str) -> bool:
     """Member names an archive may hold: identifiers, and the digit names of ``Sequential`` /
     ``ModuleList`` children (written as ``__annotations__["0"] = T``).  Nothing else -- no
     dots, slashes, quotes or control characters -- ever reaches a file or generated code."""
-    return 0 < len(name) <= 256 and name.isascii() and all(c.isalnum() or c == "_" for c in name) \
-        and not keyword.iskeyword(name)
+    return 0 < len(name) <= 256 and _MEMBER_NAME.fullmatch(name) is not None and not keyword.iskeyword(name)
+
+
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def valid_qualname(qualname: str) -> bool:
@@ -612,9 +615,10 @@ def _check_constructs(node: ast.AST, filename: str) -> None:
 def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> int:
     """Reject trees nested deeper than ``max_depth`` (the compiler that reads them recurses).
 
-    Python's own parser bounds indentation (100 levels) and parentheses (200), so only a long
-    expression -- one statement over many lines or a long line -- can nest deeply: statements
-    are walked (cheap), and the full walk is done for those few statements only."""
+    An expression nests at most about as deep as it is long (see :func:`_may_nest_deeply`):
+    statements are walked (cheap), and the full walk is done only for expressions long enough
+    to be too deep (of a compound statement, the expressions of its header: its body is made of
+    statements walked here)."""
     stack: list[tuple[ast.AST, int]] = [(s, 1) for s in tree.body]
     count = 0
     while stack:
@@ -622,10 +626,10 @@ def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> int:
         count += 1
         if depth > 1 and not isinstance(node, ast.FunctionDef):
             _check_constructs(node, filename)       # statements; expressions: see the compiler
-        start = int(getattr(node, "lineno", 0) or 0)
-        end = int(getattr(node, "end_lineno", 0) or start)
-        if end - start > 2 or getattr(node, "end_col_offset", 0) > 240:
-            _check_expression_depth(node, depth, filename, max_depth)
+        header = _header_expressions(node)
+        for e, below in ((node, 0),) if header is None else header:
+            if e is not None and _may_nest_deeply(e, max_depth - depth - below):
+                _check_expression_depth(e, depth + below, filename, max_depth)
         for name in ("body", "orelse", "finalbody", "handlers"):
             for child in getattr(node, name, ()) or ():
                 if depth + 1 > max_depth:
@@ -635,16 +639,59 @@ def _check_depth(tree: ast.Module, filename: str, max_depth: int) -> int:
     return count
 
 
+def _may_nest_deeply(node: ast.AST, room: int) -> bool:
+    """Whether ``node`` may nest more than ``room`` levels below itself.  Every level of an
+    expression takes at least one character of its own (``-x``, ``a.b``, ``a+b``) but the last
+    two (a name and its context), so a one-line expression of n bytes nests at most n + 2 deep;
+    one over several lines is walked."""
+    start = getattr(node, "lineno", None)
+    if start is None or getattr(node, "end_lineno", None) != start:
+        return True
+    return int(getattr(node, "end_col_offset", 0) or 0) - int(getattr(node, "col_offset", 0) or 0) + 2 > room
+
+
+_COMPOUND = frozenset({ast.If, ast.While, ast.For, ast.With, ast.FunctionDef, ast.ClassDef})
+
+
+def _header_expressions(node: ast.AST) -> Optional[list[tuple[Optional[ast.AST], int]]]:
+    """The expressions of a compound statement outside its body, each with how many levels
+    below the statement it sits (None: not a compound statement the archive's code uses; the
+    whole node is checked)."""
+    if type(node) not in _COMPOUND:
+        return None
+    if isinstance(node, (ast.If, ast.While)):
+        return [(node.test, 1)]
+    if isinstance(node, ast.For):
+        return [(node.target, 1), (node.iter, 1)]
+    if isinstance(node, ast.With):
+        return [(e, 2) for item in node.items for e in (item.context_expr, item.optional_vars)]
+    if isinstance(node, ast.FunctionDef):
+        a = node.args     # FunctionDef > arguments > arg > annotation
+        params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *([a.vararg] if a.vararg else []),
+                  *([a.kwarg] if a.kwarg else [])]
+        return [*((d, 1) for d in node.decorator_list), *((p.annotation, 3) for p in params),
+                *((d, 2) for d in a.defaults), *((d, 2) for d in a.kw_defaults), (node.returns, 1)]
+    if isinstance(node, ast.ClassDef):
+        return [*((d, 1) for d in node.decorator_list), *((b, 1) for b in node.bases),
+                *((k.value, 2) for k in node.keywords)]
+    return None
+
+
 def _check_expression_depth(root: ast.AST, base: int, filename: str, max_depth: int) -> None:
-    stack: list[tuple[ast.AST, int]] = [(root, base)]
+    stack: list[tuple[ast.AST, int, int]] = [(root, base, int(getattr(root, "lineno", 0) or 0))]
     while stack:
-        node, depth = stack.pop()
+        node, depth, line = stack.pop()
+        line = getattr(node, "lineno", line)        # (a Load or an operator has no line)
         if depth > max_depth:
-            line = getattr(node, "lineno", 0)
             raise ResourceLimitExceeded(f"{filename}:{line}: code nested deeper than {max_depth} levels")
         if isinstance(node, ast.stmt) and node is not root:
             continue            # statements inside are walked by _check_depth
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        for name in node._fields:
+            child = getattr(node, name, None)
+            if isinstance(child, ast.AST):
+                stack.append((child, depth + 1, line))
+            elif isinstance(child, list):
+                stack.extend((c, depth + 1, line) for c in child if isinstance(c, ast.AST))
 
 
 def _is_version_assign(stmt: ast.Assign) -> bool:

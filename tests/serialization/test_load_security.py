@@ -1331,6 +1331,27 @@ def test_e4_lowered_limits() -> None:
     assert re.search(r"\.py:\d+: ", err.message), err.message
 
 
+@pytest.mark.parametrize("where", ["if_test", "while_test", "for_iter", "assignment"])
+def test_e4_deep_expression_in_a_statement_header(where: str) -> None:
+    """A deep expression is found wherever it sits, in a compound statement's header too, and
+    the error names the line where the too-deep part is."""
+    deep = "(x" + "\n  + x" * 300 + ")"
+    body = {"if_test": f"if bool({deep}.sum() > 0.0):\n  x = x + 1.0\nreturn x",
+            "while_test": f"while bool({deep}.sum() > 1.0e9):\n  x = x + 1.0\nreturn x",
+            "for_iter": f"for i in range(int({deep}.numel())):\n  x = x + 1.0\nreturn x",
+            "assignment": f"y = {deep}\nreturn y"}[where]
+    blob, record, first = with_forward(body)
+    err = rejects(blob, ResourceLimitExceeded, record, "nested deeper than 200")
+    line = int(re.search(r"\.py:(\d+): ", err.message).group(1))  # type: ignore[union-attr]
+    assert first < line <= first + 300, (first, line, err.message)
+    # the same code, shallow enough, loads and runs
+    ok = {"if_test": "if bool((x + x).sum() > 0.0):\n  x = x + 1.0\nreturn x",
+          "while_test": "while bool((x + x).sum() > 1.0e9):\n  x = x + 1.0\nreturn x",
+          "for_iter": "for i in range(int((x + x).numel())):\n  x = x + 1.0\nreturn x",
+          "assignment": "y = (x + x)\nreturn y"}[where]
+    assert isinstance(kiln.load(with_forward(ok)[0])(X), torch.Tensor)
+
+
 def _statements_100k(tmp_path: Path) -> str:
     return _write(tmp_path, "statements_100k", with_forward("x = x.abs()\n" * 100_000 + "return x")[0])
 

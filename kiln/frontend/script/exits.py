@@ -23,6 +23,7 @@ emitter gives it the right type once the body has assigned it.
 from __future__ import annotations
 
 import ast
+import copy
 import itertools
 from dataclasses import dataclass
 from typing import Optional
@@ -265,10 +266,13 @@ def _before_exits(stmts: list[ast.stmt], calls: list[ast.stmt], in_loop: bool) -
         leaves = isinstance(s, ast.Return) or (not in_loop and isinstance(s, (ast.Break, ast.Continue)))
         if leaves:
             out.extend(calls)
+        # (copies: the tree is the function's own, lowered again on every inlining)
         if isinstance(s, ast.If):
+            s = copy.copy(s)
             s.body = _before_exits(s.body, calls, in_loop)
             s.orelse = _before_exits(s.orelse, calls, in_loop)
         elif isinstance(s, (ast.For, ast.While)):
+            s = copy.copy(s)
             s.body = _before_exits(s.body, calls, True)
         out.append(s)
     return out

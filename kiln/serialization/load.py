@@ -170,6 +170,7 @@ class ArchiveLoader:
 
     def _parse_code(self) -> None:
         total = statements = 0
+        seen: dict[str, Any] = {}     # variants of one file parse once (see parse_code_file)
         for name in self.reader.names():
             if not name.startswith("code/") or not name.endswith(".py"):
                 continue
@@ -182,7 +183,7 @@ class ArchiveLoader:
                 raise ResourceLimitExceeded(f"{self.where}/code: more than {self.limits.max_source_bytes} "
                                             "bytes of source")
             filename = f"{self.where}/{name}"
-            parsed = parse_code_file(raw, filename, ".".join(parts), self.limits)
+            parsed = parse_code_file(raw, filename, ".".join(parts), self.limits, seen)
             statements += parsed.statements
             if statements > self.limits.max_statements:
                 raise ResourceLimitExceeded(f"{self.where}/code: more than {self.limits.max_statements} "

@@ -550,9 +550,21 @@ class CodeFile:
     statements: int = 0
 
 
-def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits) -> CodeFile:
-    """Parse record ``filename``, whose definitions have qualified-name prefix ``prefix``."""
+def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
+                    seen: Optional[dict[str, _Shape]] = None) -> CodeFile:
+    """Parse record ``filename``, whose definitions have qualified-name prefix ``prefix``.
+
+    ``seen`` (one dict per archive) lets a file that differs from one parsed before only in
+    its classes' member declarations and the annotations of ``self`` -- the variants
+    TorchScript writes of one class -- reuse that parse, with only its declarations parsed."""
     source = _decode(text, filename)
+    if seen is not None:
+        key = _shape_key(source)
+        shape = seen.get(key)
+        if shape is not None:
+            again = _reuse(shape, source, filename, prefix, limits)
+            if again is not None:
+                return again
     tree = _parse(source, filename)
     out = CodeFile(source, statements=_check_depth(tree, filename, limits.max_ast_depth))
     for stmt in tree.body:
@@ -572,7 +584,94 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits) -> 
             out.functions[qualname] = stmt
         else:
             out.classes[qualname] = _class_decl(stmt, qualname, filename)
+    if seen is not None:
+        seen.setdefault(key, _Shape(tree, out.statements, _declaration_lines(tree)))
     return out
+
+
+# -- variants of one file ---------------------------------------------------------------------------
+#
+# TorchScript writes a class per variant of a Python class (``___torch_mangle_N``): the files
+# differ in the member declarations (``  num_features : Final[int] = 128``, a mangled submodule
+# type) and in the annotation of ``self`` on each ``  def`` line, and nowhere else.  Such a file
+# reuses the syntax trees of the first one's methods and functions (their text is the same,
+# character for character, but for ``self``'s annotation, which the compiler does not read) and
+# has its own declarations parsed.  Anything else -- a line that differs elsewhere, a declaration
+# line the first parse did not see as one -- falls back to parsing the whole file.
+
+_SELF_ANNOTATION = re.compile(r"^(  def [A-Za-z_][A-Za-z0-9_]*\(self: )[A-Za-z0-9_.]+")
+
+
+@dataclass
+class _Shape:
+    """A parsed file, kept for its variants."""
+    tree: ast.Module
+    statements: int
+    declarations: frozenset[int]     # 0-based lines of class-level member declarations
+
+
+def _shape_key(source: str) -> str:
+    """``source`` with every class-level line that is not a ``def`` blanked out and the
+    annotation of ``self`` dropped from each ``def`` line."""
+    out = []
+    for line in source.split("\n"):
+        if line.startswith("  ") and not line.startswith("   "):
+            out.append(_SELF_ANNOTATION.sub(r"\1", line) if line.startswith("  def ") else "  ")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _declaration_lines(tree: ast.Module) -> frozenset[int]:
+    lines: set[int] = set()
+    for cls in tree.body:
+        if isinstance(cls, ast.ClassDef):
+            for stmt in cls.body:
+                if not isinstance(stmt, ast.FunctionDef):
+                    lines.update(range(stmt.lineno - 1, (stmt.end_lineno or stmt.lineno)))
+    return frozenset(lines)
+
+
+def _reuse(shape: _Shape, source: str, filename: str, prefix: str, limits: Limits) -> Optional[CodeFile]:
+    """``source`` parsed with the trees of ``shape`` (None: it must be parsed in full)."""
+    lines = source.split("\n")
+    blanked = [i for i, line in enumerate(lines)
+               if line.startswith("  ") and not line.startswith("   ") and not line.startswith("  def ")]
+    if not set(blanked) <= shape.declarations:
+        return None
+    # this file's declarations, at their own lines and columns, under their class lines
+    own = [""] * len(lines)
+    for cls in shape.tree.body:
+        if isinstance(cls, ast.ClassDef) and not all(isinstance(m, ast.FunctionDef) for m in cls.body):
+            own[cls.lineno - 1:cls.body[0].lineno - 1] = lines[cls.lineno - 1:cls.body[0].lineno - 1]
+    for i in shape.declarations:
+        own[i] = lines[i]
+    try:
+        decl_tree = ast.parse("\n".join(own), filename=f"<{filename}>")
+        _check_depth(decl_tree, filename, limits.max_ast_depth)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, KilnError):
+        return None                     # the full parse reports it
+    declared = {stmt.lineno: stmt for cls in decl_tree.body if isinstance(cls, ast.ClassDef)
+                for stmt in cls.body}
+    out = CodeFile(source, statements=shape.statements)
+    for stmt in shape.tree.body:
+        if not isinstance(stmt, (ast.ClassDef, ast.FunctionDef)):
+            continue
+        qualname = f"{prefix}.{stmt.name}"
+        if isinstance(stmt, ast.FunctionDef):
+            out.functions[qualname] = stmt
+            continue
+        body: list[ast.stmt] = []
+        for member in stmt.body:
+            if isinstance(member, ast.FunctionDef):
+                body.append(member)
+                continue
+            mine = declared.pop(member.lineno, None)
+            if mine is None or mine.end_lineno != member.end_lineno:
+                return None
+            body.append(mine)
+        out.classes[qualname] = _class_decl(stmt, qualname, filename, body)
+    return out if not declared else None
 
 
 def _decode(text: bytes, filename: str) -> str:
@@ -704,7 +803,8 @@ def _error(filename: str, node: ast.AST, message: str) -> CompileError:
     return CompileError(f"{filename}:{line}: {message}", cause=message, filename=filename, lineno=line)
 
 
-def _class_decl(cls: ast.ClassDef, qualname: str, filename: str) -> ClassDecl:
+def _class_decl(cls: ast.ClassDef, qualname: str, filename: str,
+                body: Optional[list[ast.stmt]] = None) -> ClassDecl:
     kind = "class"
     for b in cls.bases:
         name = b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
@@ -714,7 +814,7 @@ def _class_decl(cls: ast.ClassDef, qualname: str, filename: str) -> ClassDecl:
     if not valid_name(cls.name):
         raise _error(filename, cls, f"class name {cls.name!r} is not valid")
     decl = ClassDecl(qualname, kind, filename, node=cls)
-    for stmt in cls.body:
+    for stmt in cls.body if body is None else body:
         _class_statement(decl, stmt, filename)
     return decl
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import copy
 import enum
+import functools
 import operator
 import re
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from kiln.ir.types import (
     ListType,
     NoneType,
     OptionalType,
+    TensorType,
     TupleType,
     Type,
     UnionType,
@@ -59,6 +61,7 @@ _MANGLED = re.compile(r"___torch_mangle_[0-9]+\.")
 # the value of a class's constant (``  eps : Final[float] = 1e-05``), which the compiler's
 # type key holds in its place (see _sources)
 _FINAL_VALUE = re.compile(r"^(  [A-Za-z_][A-Za-z0-9_]* : Final\[.*\]) = .*$", re.MULTILINE)
+
 
 class ArchiveUnit:
     """What names in an archive's code may refer to: TorchScript source's builtins, this
@@ -260,6 +263,9 @@ class ModuleBuilder:
         return state
 
     def _member(self, sm: ScriptModule, decl: ClassDecl, name: str, t: Type, value: Any, depth: int) -> None:
+        if isinstance(value, torch.Tensor) and isinstance(t, TensorType) and name != "training":
+            self._tensor_member(sm, decl, name, value)     # most members: no objects inside
+            return
         where = f"{self.loader.where}/data.pkl: {decl.qualname}.{name}"
         declared = self.loader.decls.get(t.qualname) if isinstance(t, ClassType) else None
         if declared is not None and declared.kind in ("module", "module_interface"):
@@ -283,9 +289,16 @@ class ModuleBuilder:
             raise ModelFormatError(f"{where}: declared {t.annotation()}, found {_kind(value)}")
         if name == "training":
             sm.training = bool(value)
-        elif name in decl.parameters and isinstance(value, torch.Tensor):
+        elif isinstance(value, torch.Tensor):
+            self._tensor_member(sm, decl, name, value, t)
+        else:
+            sm._kiln_set_attribute(name, value, t)
+
+    def _tensor_member(self, sm: ScriptModule, decl: ClassDecl, name: str, value: torch.Tensor,
+                       t: Type = TENSOR) -> None:
+        if name in decl.parameters:
             sm.register_parameter(name, self._parameter(value))
-        elif name in decl.buffers and isinstance(value, torch.Tensor):
+        elif name in decl.buffers:
             sm.register_buffer(name, value)
         else:
             sm._kiln_set_attribute(name, value, t)
@@ -542,6 +555,7 @@ def _map_classes(t: Type, f: Any) -> Type:
     return t
 
 
+@functools.lru_cache(maxsize=4096)
 def _may_hold_objects(t: Type) -> bool:
     """Whether values of type ``t`` can contain script-class objects (decided on the type, so
     that plain nested lists are never walked)."""

@@ -94,7 +94,8 @@ import unicodedata
 import weakref
 import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn, TypeAlias
+from operator import attrgetter
+from typing import Any, BinaryIO, NamedTuple, NoReturn, TypeAlias
 
 from kiln.errors import ArchiveError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
 from kiln.serialization.limits import Limits
@@ -115,6 +116,14 @@ _EOCD = struct.Struct("<4sHHHHIIH")                # 22 bytes
 _ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")        # 56 bytes
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")           # 20 bytes
 _FIELD = struct.Struct("<HH")                      # extra field id, length
+_DESCRIPTOR32 = struct.Struct("<III")              # data descriptor without signature: crc, sizes
+_DESCRIPTOR64 = struct.Struct("<IQQ")              # the same with the 64-bit sizes of ZIP64
+# The fast paths' views of the same records, skipping the fields they ignore (versions, times,
+# attributes): sig, flags, method, crc, csize, usize, name/extra(/comment) lengths(, disk, offset).
+_LOCAL_FAST = struct.Struct("<4s2xHH4xIIIHH")
+_CENTRAL_FAST = struct.Struct("<4s4xHH4xIIIHHHH6xI")
+_SIGNED_DESCRIPTOR = struct.Struct("<4sIII")
+_LOCAL_SIZE, _CENTRAL_SIZE, _FIELD_SIZE = _LOCAL.size, _CENTRAL.size, _FIELD.size
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
@@ -137,14 +146,28 @@ _DOS_DATE = 0x21                                   # 1980-01-01
 _LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled 0x1950a86a20f9469cfc6c
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co"})
 _DRIVE = re.compile(r"[A-Za-z]:")
+# Speed: the reader checks the common case (what PyTorch and ArchiveWriter write) on fast paths
+# that accept only what the detailed checks accept, with the same result, and hand everything
+# else to them, so that every rejection comes from one place with one message.  The detailed
+# checks are the reference: tests turn the fast paths off to compare the two on malformed input.
+_FAST_PATHS = True
+# The characters of a plain name (see _plain_names), and the '\n' that joins names there.
+_PLAIN_NAME_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-/\n"
+# Read-ahead of the positional reads that fetch local headers and data descriptors from a file:
+# a record's descriptor comes with the next local header (PyTorch pads its extra area to less
+# than 64 bytes), and small records come several to a read.
+_READ_AHEAD = 4096
+# A file's central directory up to this size is parsed from one read; a larger one block by block.
+_ONE_READ_DIRECTORY = 16 << 20
 
 BytesLike: TypeAlias = "bytes | bytearray | memoryview"
 DEFAULT_LIMITS = Limits()          # frozen, so one shared default is safe
 
 
-@dataclass(frozen=True)
-class Record:
-    """One validated record.  ``offset`` is the file offset of its (possibly compressed) data."""
+class Record(NamedTuple):
+    """One validated record.  ``offset`` is the file offset of its (possibly compressed) data.
+    (A named tuple: an archive of many records makes one per record, and tuples are made
+    several times faster than frozen dataclasses.)"""
 
     name: str               # relative to the prefix: "data.pkl", "code/__torch__.py", "data/0"
     offset: int
@@ -155,7 +178,7 @@ class Record:
     header_offset: int      # file offset of its local header
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """A central directory entry before its name and local header are validated."""
 
@@ -170,6 +193,28 @@ class _Entry:
 
     def shown(self) -> str:
         return self.raw_name.decode("utf-8", "backslashreplace")
+
+
+class _Window:
+    """The bytes around the local headers that :meth:`ArchiveReader._layout` looks at:
+    ``buf[i]`` is the byte at file offset ``base + i``.  For in-memory input, the whole buffer;
+    for a file, the last chunk read, replaced on a miss by one positional read of what is needed
+    plus :data:`_READ_AHEAD` bytes, never past ``limit``."""
+
+    __slots__ = ("_file", "_limit", "base", "buf")
+
+    def __init__(self, data: bytes | FileBuffer, limit: int) -> None:
+        self._file = data if isinstance(data, FileBuffer) else None
+        self.buf = b"" if isinstance(data, FileBuffer) else data
+        self.base = 0
+        self._limit = limit
+
+    def read(self, start: int, stop: int) -> tuple[bytes, int]:
+        """Hold (at least) ``[start, stop)``, where ``stop <= limit``; return ``(buf, base)``."""
+        assert self._file is not None          # the whole buffer never misses
+        self.buf = self._file.pread(start, min(stop + _READ_AHEAD, self._limit) - start)
+        self.base = start
+        return self.buf, start
 
 
 def name_problem(name: str) -> str | None:
@@ -190,6 +235,20 @@ def name_problem(name: str) -> str | None:
         if _DRIVE.match(part):
             return f"drive letter in path component {part!r}"
     return None
+
+
+def _plain_names(raws: list[bytes]) -> list[str] | None:
+    """The names decoded, if ``name_problem`` certainly accepts each of them (else ``None``): only
+    ASCII letters, digits, ``_``, ``.``, ``-`` and ``/`` (so no backslash, control character or
+    drive letter), and no empty, ``.`` or ``..`` component (nor an empty name).  Checked on all
+    names at once, joined by ``\\n``, which must then occur only between them."""
+    joined = b"\n".join(raws)
+    if joined.translate(None, _PLAIN_NAME_BYTES) or joined.count(b"\n") != len(raws) - 1:
+        return None
+    components = b"/" + joined.replace(b"\n", b"/") + b"/"     # each component between two '/'
+    if b"//" in components or b"/./" in components or b"/../" in components:
+        return None
+    return joined.decode("ascii").split("\n")
 
 
 def _detect_format(head: bytes, size: int) -> str | None:
@@ -231,19 +290,22 @@ class ArchiveReader:
         self._lock = threading.Lock()
         self._verified: set[str] = set()
         self._charged = 0
+        self._tail: tuple[bytes, int] | None = None     # see _find_eocd
         self._sniff()
         count, cd_off, cd_size = self._end_records(self._find_eocd())
         entries = self._parse_central(cd_off, cd_size, count)
-        names = [self._entry_name(e) for e in entries]
+        names = self._entry_names(entries)
         self.prefix = self._check_prefix(names, entries)
         self._check_unique(names, entries)
         offsets = self._layout(entries, cd_off)
         self._check_totals(entries)
         self._records: dict[str, Record] = {}
+        skip = len(self.prefix) + 1
         for name, e in zip(names, entries):
-            rel = name[len(self.prefix) + 1:]
+            rel = name[skip:]
             self._records[rel] = Record(rel, offsets[e.header_offset], e.usize, e.csize, e.method, e.crc,
-                                        e.header_offset)
+                                         e.header_offset)
+        self._tail = None
         if self._file is not None:
             self._file.drop_cache()
 
@@ -363,20 +425,26 @@ class ArchiveReader:
 
     def _find_eocd(self) -> int:
         """The offset of the one end of central directory record that ends exactly at EOF."""
-        buf, n = self._buf, len(self._buf)
+        n = len(self._buf)
         lowest = max(0, n - _EOCD.size - _MAX_COMMENT)
+        # The last 64 KiB of a file are read once and searched in memory; the central directory of a
+        # small archive lies in them too (:meth:`_window`).  ``tail[i]`` is the byte at ``base + i``.
+        tail, base = self._tail = self._window(lowest, n - lowest)
         hits: list[int] = []
         end = n
-        while (pos := buf.rfind(_EOCD_SIG, lowest, end)) >= 0:
+        while (pos := tail.rfind(_EOCD_SIG, lowest - base, end - base)) >= 0:
+            pos += base
             end = pos + len(_EOCD_SIG) - 1
-            if pos + _EOCD.size <= n and int.from_bytes(buf[pos + 20:pos + 22], "little") == n - pos - 22:
+            if pos + _EOCD.size <= n and \
+                    int.from_bytes(tail[pos + 20 - base:pos + 22 - base], "little") == n - pos - 22:
                 hits.append(pos)
         if len(hits) > 1:
             self._fail(ArchiveError, f"ambiguous: {len(hits)} end of central directory records fit the "
                        "end of the file (a comment holds another)", offset=hits[0])
         if not hits:
-            last = buf.rfind(_EOCD_SIG, lowest)
+            last = tail.rfind(_EOCD_SIG, lowest - base)
             if last >= 0:
+                last += base
                 self._fail(ArchiveError, "the end of central directory record does not end at EOF "
                            "(trailing data, or a wrong comment length)", offset=last)
             self._fail(ArchiveError, "no end of central directory record: not a zip archive, or truncated",
@@ -440,13 +508,45 @@ class ArchiveReader:
 
     # -- the central directory -------------------------------------------------------------------
 
+    def _window(self, start: int, size: int) -> tuple[bytes, int]:
+        """``(buf, base)`` where ``buf[i]`` is the byte at file offset ``base + i`` for the offsets
+        ``[start, start + size)`` (which must lie in the file): in-memory bytes as they are, or one
+        positional read of a file (reusing the tail read by :meth:`_find_eocd` when it holds them)."""
+        if self._file is None:
+            assert isinstance(self._buf, bytes)
+            return self._buf, 0
+        if self._tail is not None:
+            tail, base = self._tail
+            if base <= start and start + size <= base + len(tail):
+                return tail, base
+        return self._file.pread(start, size), start
+
     def _parse_central(self, cd_off: int, cd_size: int, count: int) -> list[_Entry]:
         entries: list[_Entry] = []
         pos, end = cd_off, cd_off + cd_size
+        # Fast path: an entry without extra fields (so no ZIP64 values) on disk 0 is unpacked in
+        # place, from one read of a file's directory.  Any other entry goes through
+        # _central_entry(), the reference, which also raises every error.  A huge directory in a
+        # file is left to the reference (block by block).
+        fast = _FAST_PATHS and (self._file is None or cd_size <= _ONE_READ_DIRECTORY)
+        buf, base = self._window(cd_off, cd_size) if fast else (b"", 0)
+        unpack = _CENTRAL_FAST.unpack_from
         for i in range(count):
-            if pos + _CENTRAL.size > end:
+            if pos + _CENTRAL_SIZE > end:
                 self._fail(ArchiveError, f"central directory ends after {i} of the {count} records "
                            "declared", offset=pos)
+            if fast:
+                at = pos - base
+                (sig, flags, method, crc, csize, usize, name_len, extra_len, comment_len, disk,
+                 header_offset) = unpack(buf, at)
+                stop = pos + _CENTRAL_SIZE + name_len + comment_len
+                if sig == _CENTRAL_SIG and not extra_len and not disk and stop <= end and \
+                        csize != _U32 and usize != _U32 and header_offset != _U32:
+                    name_at = at + _CENTRAL_SIZE
+                    entries.append(_Entry(buf[name_at:name_at + name_len], flags, method, crc, csize, usize,
+                                          header_offset, pos))
+                    pos = stop
+                    continue
             entry, pos = self._central_entry(pos, end)
             entries.append(entry)
         if pos != end:
@@ -518,6 +618,20 @@ class ArchiveReader:
 
     # -- names -------------------------------------------------------------------------------
 
+    def _entry_names(self, entries: list[_Entry]) -> list[str]:
+        """The decoded, validated names, in order.  :meth:`_entry_name` is the reference; the fast
+        path checks all names at once for the common case that needs none of its checks: known
+        flags, a method we read, and plain ASCII names that no rule of name_problem() rejects."""
+        raws = [entry.raw_name for entry in entries]
+        flags = {entry.flags for entry in entries}
+        if _FAST_PATHS and all(not f & ~_FLAGS_KNOWN for f in flags) and \
+                {entry.method for entry in entries} <= {_STORED, _DEFLATED} and \
+                max(map(len, raws)) <= self._limits.max_name_bytes:
+            names = _plain_names(raws)
+            if names is not None:
+                return names
+        return [self._entry_name(entry) for entry in entries]
+
     def _entry_name(self, entry: _Entry) -> str:
         """Decode and validate one name; also reject unsupported flags and methods early."""
         raw, shown = entry.raw_name, entry.shown()
@@ -550,7 +664,10 @@ class ArchiveReader:
     def _check_prefix(self, names: list[str], entries: list[_Entry]) -> str:
         """All records must sit under one top-level folder; return it."""
         prefix = names[0].split("/", 1)[0]
+        lead = prefix + "/"
         for name, entry in zip(names, entries):
+            if name.startswith(lead):
+                continue
             if "/" not in name:
                 self._fail(ArchiveError, "record at the zip root; every record must be under the "
                            "archive's one top-level folder", record=name, offset=entry.at)
@@ -561,6 +678,8 @@ class ArchiveReader:
         return prefix
 
     def _check_unique(self, names: list[str], entries: list[_Entry]) -> None:
+        if _FAST_PATHS and len(set(names)) == len(names) and "".join(names).isascii():
+            return          # fast path: distinct, and ASCII, so the NFC forms are the names themselves
         seen: dict[str, str] = {}
         for name, entry in zip(names, entries):
             key = unicodedata.normalize("NFC", name)
@@ -578,7 +697,8 @@ class ArchiveReader:
         """Check that the records tile [0, cd_off) exactly; map header offset -> data offset."""
         data_at: dict[int, int] = {}
         cursor, previous = 0, None
-        for entry in sorted(entries, key=lambda e: e.header_offset):
+        window = _Window(self._buf, cd_off)
+        for entry in sorted(entries, key=attrgetter("header_offset")):
             if entry.header_offset < cursor:
                 assert previous is not None
                 self._fail(ArchiveError, f"record overlaps record {previous.shown()!r}", record=entry.shown(),
@@ -586,7 +706,8 @@ class ArchiveReader:
             if entry.header_offset > cursor:
                 self._fail(ArchiveError, f"{entry.header_offset - cursor} unaccounted bytes before the "
                            "record's local header", record=entry.shown(), offset=cursor)
-            data_at[entry.header_offset], cursor = self._local(entry, cd_off)
+            span = self._local_fast(entry, cd_off, window) if _FAST_PATHS else None
+            data_at[entry.header_offset], cursor = self._local(entry, cd_off) if span is None else span
             previous = entry
         if cursor != cd_off:
             assert previous is not None
@@ -594,6 +715,61 @@ class ArchiveReader:
                        f"{cd_off - cursor} unaccounted bytes before the central directory",
                        record=previous.shown(), offset=cursor)
         return data_at
+
+    def _local_fast(self, entry: _Entry, limit: int, window: _Window) -> tuple[int, int] | None:
+        """:meth:`_local` for the common case, or ``None`` to leave the entry to it: a local header
+        with the central name, flags, method, CRC and sizes (or zeros and a data descriptor), no
+        extra field or one that is not ZIP64, and a 32-bit data descriptor where flagged.
+        :meth:`_local` is the reference; this only saves its slicing and calls (and, for a file,
+        its reads: a record's descriptor and the next local headers usually come in one read)."""
+        pos, raw = entry.header_offset, entry.raw_name
+        data_start = pos + _LOCAL_SIZE + len(raw)           # the extra area is added below
+        if data_start > limit:
+            return None
+        buf, base = window.buf, window.base
+        if pos < base or data_start - base > len(buf):
+            buf, base = window.read(pos, data_start)
+        at = pos - base
+        sig, flags, method, crc, csize, usize, name_len, extra_len = _LOCAL_FAST.unpack_from(buf, at)
+        if sig != _LOCAL_SIG or name_len != len(raw) or flags != entry.flags or method != entry.method or \
+                not buf.startswith(raw, at + _LOCAL_SIZE):
+            return None
+        if extra_len:                                       # exactly one field, not ZIP64
+            field_at, data_start = data_start, data_start + extra_len
+            if extra_len < _FIELD_SIZE or data_start > limit:
+                return None
+            if field_at + _FIELD_SIZE - base > len(buf):
+                buf, base = window.read(field_at, field_at + _FIELD_SIZE)
+            field_id, field_len = _FIELD.unpack_from(buf, field_at - base)
+            if field_id == _ZIP64_ID or field_len != extra_len - _FIELD_SIZE:
+                return None
+        if (crc != entry.crc or csize != entry.csize or usize != entry.usize) and \
+                not (flags & _FLAG_DESCRIPTOR and crc == csize == usize == 0):
+            return None
+        data_end = data_start + entry.csize
+        if data_end > limit:
+            return None
+        if not flags & _FLAG_DESCRIPTOR:
+            return data_start, data_end
+        end = self._descriptor_fast(entry, data_end, limit, window)
+        return None if end is None else (data_start, end)
+
+    @staticmethod
+    def _descriptor_fast(entry: _Entry, data_end: int, limit: int, window: _Window) -> int | None:
+        """:meth:`_descriptor` for a 32-bit descriptor, or ``None`` to leave it to it: a signed
+        descriptor (16 bytes) first, then an unsigned one (12 bytes)."""
+        if data_end + 12 > limit:
+            return None
+        stop = min(data_end + 16, limit)
+        buf, base = window.buf, window.base
+        if data_end < base or stop - base > len(buf):
+            buf, base = window.read(data_end, stop)
+        at, expected = data_end - base, (entry.crc, entry.csize, entry.usize)
+        if stop == data_end + 16 and _SIGNED_DESCRIPTOR.unpack_from(buf, at) == (_DESCRIPTOR_SIG, *expected):
+            return stop
+        if _DESCRIPTOR32.unpack_from(buf, at) == expected:
+            return data_end + 12
+        return None
 
     def _local(self, entry: _Entry, limit: int) -> tuple[int, int]:
         """Validate one local header against its central entry: (data offset, record end)."""
@@ -644,7 +820,7 @@ class ArchiveReader:
 
     def _descriptor(self, entry: _Entry, data_end: int, limit: int, wide: bool) -> int:
         """Match the data descriptor after the data against the central entry; return its end."""
-        layout = struct.Struct("<IQQ" if wide else "<III")
+        layout = _DESCRIPTOR64 if wide else _DESCRIPTOR32
         starts = [data_end + 4] if self._buf[data_end:data_end + 4] == _DESCRIPTOR_SIG else []
         for start in [*starts, data_end]:
             if start + layout.size <= limit and \
@@ -657,16 +833,16 @@ class ArchiveReader:
         """Per-record and total size caps, and sizes that the method can actually produce."""
         limits, total = self._limits, 0
         for entry in entries:
-            shown = entry.shown()
             if entry.usize > limits.max_record_bytes:
                 self._fail(ResourceLimitExceeded, f"record declares {entry.usize} bytes, more than "
-                           f"max_record_bytes ({limits.max_record_bytes})", record=shown, offset=entry.at)
+                           f"max_record_bytes ({limits.max_record_bytes})", record=entry.shown(),
+                           offset=entry.at)
             if entry.method == _STORED and entry.csize != entry.usize:
                 self._fail(ArchiveError, f"stored record with compressed size {entry.csize} != size "
-                           f"{entry.usize}", record=shown, offset=entry.at)
+                           f"{entry.usize}", record=entry.shown(), offset=entry.at)
             if entry.usize > _DEFLATE_MAX_RATIO * (entry.csize + 1):
                 self._fail(ArchiveError, f"record declares {entry.usize} bytes, more than deflate can "
-                           f"produce from {entry.csize}", record=shown, offset=entry.at)
+                           f"produce from {entry.csize}", record=entry.shown(), offset=entry.at)
             total += entry.usize
         if total > limits.max_total_bytes:
             self._fail(ResourceLimitExceeded, f"records declare {total} bytes together, more than "
@@ -788,9 +964,10 @@ _POSITIONAL_READS = hasattr(os, "pread") and hasattr(os, "preadv")
 
 class FileBuffer:
     """The bytes of a regular file, read on demand with positional reads: what
-    :class:`ArchiveReader` parses in place of the whole file in memory.  Small reads (the
-    directory, the local headers) go through a cache of 4 KiB blocks, dropped once the
-    directory is checked; larger ones read exactly their range.  A read that comes back short
+    :class:`ArchiveReader` parses in place of the whole file in memory.  Small reads (the end
+    records; the directory and local headers where the reader's detailed checks look at them)
+    go through a cache of 4 KiB blocks, dropped once the directory is checked; larger ones read
+    exactly their range.  A read that comes back short
     means the file shrank while it was being read: :class:`ArchiveError`, never a crash (no
     memory mapping, which would fault on a truncated file)."""
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
+from unittest import mock
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiln.errors import ArchiveError, ModelFormatError, ResourceLimitExceeded, UnsupportedFeature
+from kiln.serialization import archive as archive_module
 from kiln.serialization.archive import ArchiveReader, ArchiveWriter, atomic_write, open_archive
 from kiln.serialization.limits import Limits
 
@@ -49,6 +51,8 @@ class Rec:
     descriptor: bool = False      # miniz style: bit 3, zero local fields, a descriptor after the data
     zip64: bool = False           # sizes and offset in ZIP64 extra fields
     sig: bool = True              # the descriptor starts with its optional signature
+    pad: int | None = None        # bytes of a PyTorch-style "FB" padding field in the local extra area
+    extra: bytes = b""            # appended to the local extra area as it is
 
 
 def _local_and_central(rec: Rec, offset: int) -> tuple[bytes, bytes]:
@@ -66,6 +70,9 @@ def _local_and_central(rec: Rec, offset: int) -> tuple[bytes, bytes]:
         l_csize = l_usize = U32
         central_extra = struct.pack("<HHQQQ", 1, 24, usize, csize, offset)
         c_csize = c_usize = c_off = U32
+    if rec.pad is not None:
+        local_extra += struct.pack("<HH", 0x4246, rec.pad) + b"Z" * rec.pad
+    local_extra += rec.extra
     tail = b""
     if rec.descriptor:
         l_crc = l_csize = l_usize = 0
@@ -580,6 +587,158 @@ def test_fuzz_only_model_format_errors(seed: bytes, ops: list[tuple[str, int, in
             r.view(name)
     except ModelFormatError:
         pass
+
+
+# -- the fast paths agree with the reference checks --------------------------------------------------
+#
+# The reader checks the common case on fast paths and hands anything unusual to the detailed
+# checks (the reference), which raise every error.  With ``_FAST_PATHS`` off only the reference
+# runs: on every input, valid or not, both must give the same records or the same error, from
+# bytes and from a file alike.
+
+def _pytorch_like(*, zip64: bool = False) -> bytes:
+    """What torch.jit.save (miniz) writes: UTF-8 flag, zero local CRC and sizes, an "FB" padding
+    field, a signed data descriptor; records larger than the file reader's read-ahead too."""
+    records = [Rec(b"archive/data.pkl", b"\x80\x02}q\x00." * 3, pad=30), Rec(b"archive/data/0", bytes(9000), pad=0),
+               Rec(b"archive/code/__torch__.py", b"x = 1\n" * 900, method=8, pad=7),
+               Rec(b"archive/data/1", bytes(range(256)) * 20, pad=63, zip64=zip64),
+               Rec(b"archive/.data/version", b"3\n", pad=12), Rec(b"archive/extra/empty", b"", pad=1)]
+    return make_zip([Rec(**{**r.__dict__, "descriptor": True}) for r in records], zip64_end=zip64)
+
+
+FAST_SEEDS = [_pytorch_like(), _pytorch_like(zip64=True), valid_zip(), valid_zip(descriptor=True, sig=False),
+              written(), written(zip64_threshold=200),
+              make_zip([Rec(b"archive/x/.y/...-_", b"1", flags=0), Rec("archive/caf\u00e9".encode(), b"2"),
+                        Rec(b"archive/a", b"3" * 5000, descriptor=True, pad=2)])]
+
+
+def _anchors(blob: bytes) -> list[int]:
+    return [0, *local_ats(blob), *central_ats(blob), eocd_at(blob)]
+
+
+def _outcomes(blob: bytes, limits: Limits, path: str) -> list[object]:
+    """The prefix and records the reader finds in ``blob`` read from bytes, then from a file at
+    ``path``; or the error class and message."""
+    out: list[object] = []
+    for how in ("bytes", "file"):
+        try:
+            r = ArchiveReader(blob, limits=limits, source="t.pt") if how == "bytes" else \
+                ArchiveReader.open_file(path, limits=limits, source="t.pt")
+            with r:
+                out.append((r.prefix, [r.record(n) for n in r.names()]))
+        except ModelFormatError as e:
+            out.append((type(e), str(e)))
+    return out
+
+
+def assert_fast_paths_match_reference(blob: bytes, limits: Limits = DEFAULT, path: Path | None = None) -> None:
+    """Same outcome with and without the fast paths, from bytes and from a file (at ``path``)."""
+    if path is None:
+        with tempfile.TemporaryDirectory() as d:
+            assert_fast_paths_match_reference(blob, limits, Path(d) / "t.pt")
+        return
+    path.write_bytes(blob)
+    fast = _outcomes(blob, limits, str(path))
+    with mock.patch.object(archive_module, "_FAST_PATHS", False):
+        reference = _outcomes(blob, limits, str(path))
+    assert fast == reference
+    assert fast[0] == fast[1]
+
+
+def test_fast_paths_take_common_archives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archives as PyTorch and ArchiveWriter write them never reach the reference checks."""
+    def reference(*args: object) -> None:
+        raise AssertionError("the reference path ran")
+    for name in ("_central_entry", "_entry_name", "_local", "_descriptor"):
+        monkeypatch.setattr(ArchiveReader, name, reference)
+    for blob in (_pytorch_like(), written(), valid_zip(), valid_zip(descriptor=True, sig=False)):
+        read_all(blob)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_paths_match_reference_on_corpus(case: str) -> None:
+    assert_fast_paths_match_reference(CASES[case][0]())
+
+
+@pytest.mark.parametrize("name", [b"archive/a\nb", b"archive/./x", b"archive/../x", b"archive/x/..", b"archive/...",
+                                  b"archive/.x", b"archive//x", b"archive/", b"archive/c:x", b"archive/a b",
+                                  b"archive\\x", b"archive/\x7f", b"/archive/x", b"archive/-_.0Az"])
+@pytest.mark.parametrize("flags", [0, 0x800, 0x808, 0x1000, 0x841])
+def test_fast_paths_match_reference_on_names(name: bytes, flags: int) -> None:
+    blob = make_zip([Rec(b"archive/data.pkl", b"x"), Rec(name, b"y", flags=flags)])
+    assert_fast_paths_match_reference(blob)
+    assert_fast_paths_match_reference(blob, Limits(max_name_bytes=len(name) - 1))
+
+
+def _zero_local_sizes() -> bytes:
+    """valid_zip() with its first local header's CRC and sizes zeroed, without a data descriptor."""
+    return patch(valid_zip(), 14, "<III", 0, 0, 0)
+
+
+@pytest.mark.parametrize("build", [
+    _zero_local_sizes,
+    lambda: make_zip([Rec(b"archive/a", b"abc", extra=struct.pack("<HH", 1, 5) + bytes(5))]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", extra=struct.pack("<HHQQ", 1, 16, 3, 3))]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", descriptor=True, extra=struct.pack("<HHQQ", 1, 16, 0, 0))]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", pad=3, extra=struct.pack("<HH", 0x5455, 1) + b"t")]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", pad=3, extra=struct.pack("<HH", 0x4246, 0))]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", extra=b"FB")]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", extra=struct.pack("<HH", 0x4246, 9) + b"Z")]),
+    lambda: make_zip([Rec(b"archive/a", b"", descriptor=True, pad=0)]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", descriptor=True, pad=5000), Rec(b"archive/b", b"d", pad=9)]),
+    lambda: make_zip([Rec(b"archive/a", b"abc", descriptor=True, sig=False, pad=0)])[:-22 - 55 - 1] +
+        make_zip([Rec(b"archive/a", b"abc", descriptor=True, sig=False, pad=0)])[-22 - 55:],
+])
+def test_fast_paths_match_reference_on_local_extras(build: Callable[[], bytes]) -> None:
+    assert_fast_paths_match_reference(build())
+
+
+def _header_bytes(blob: bytes) -> list[int]:
+    """Offsets of every byte of ``blob``'s local and central headers, data descriptors and end record."""
+    centrals, out = central_ats(blob), set(range(eocd_at(blob), len(blob)))
+    for at in [*local_ats(blob), centrals[0]]:
+        out |= set(range(max(0, at - 16), at + 30))
+    for at in centrals:
+        out |= set(range(at, at + 46))
+    return sorted(at for at in out if at < len(blob))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_paths_match_reference_on_header_bytes(seed: int, tmp_path: Path) -> None:
+    """Each byte of each header (and descriptor) set to 0, 0xFF and one more than it was."""
+    blob = FAST_SEEDS[seed]
+    for at in _header_bytes(blob):
+        for value in sorted({0, 0xFF, (blob[at] + 1) & 0xFF} - {blob[at]}):
+            assert_fast_paths_match_reference(blob[:at] + bytes([value]) + blob[at + 1:], path=tmp_path / "t.pt")
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.sampled_from(FAST_SEEDS),
+       ops=st.lists(st.tuples(st.sampled_from(["byte", "u16", "u32", "cut", "insert", "delete"]),
+                              st.integers(0, 100), st.integers(-24, 96), st.integers(0, U32)),
+                    min_size=1, max_size=3),
+       small_limits=st.booleans())
+def test_fast_paths_match_reference_fuzzed(seed: bytes, ops: list[tuple[str, int, int, int]],
+                                           small_limits: bool) -> None:
+    """Mutations near the headers of valid archives: both paths reject (or accept) alike."""
+    anchors = _anchors(seed)
+    data = bytearray(seed)
+    for op, anchor, delta, value in ops:
+        i = min(max(anchors[anchor % len(anchors)] + delta, 0), len(data))
+        if op == "byte" and i < len(data):
+            data[i] = value & 0xFF
+        elif op == "u16" and i + 2 <= len(data):
+            struct.pack_into("<H", data, i, value & 0xFFFF)
+        elif op == "u32" and i + 4 <= len(data):
+            struct.pack_into("<I", data, i, value)
+        elif op == "cut":
+            del data[i:]
+        elif op == "insert":
+            data[i:i] = bytes([value & 0xFF]) * (1 + value % 4)
+        elif op == "delete":
+            del data[i:i + 1 + value % 4]
+    limits = Limits(max_name_bytes=20, max_entries=4, max_record_bytes=6000) if small_limits else DEFAULT
+    assert_fast_paths_match_reference(bytes(data), limits)
 
 
 # -- the writer refuses what the reader would reject ----------------------------------------------

@@ -44,7 +44,6 @@ module reads the same bytes without ever importing or calling anything the archi
 from __future__ import annotations
 
 import codecs
-import functools
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -199,27 +198,24 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 def _is_identifier_path(text: str) -> bool:
-    return bool(text) and all(part.isidentifier() for part in text.split("."))
+    return bool(text) and all(map(str.isidentifier, text.split(".")))
 
 
 # -- the VM ----------------------------------------------------------------------------------------
 
-class _Info:
-    """Bookkeeping for a container this load made: its nesting depth and whether it is sealed
-    (placed inside another container, so no longer mutable).  Holds the object so its id stays
-    unique for the whole load."""
-
-    __slots__ = ("obj", "depth", "sealed")
-
-    def __init__(self, obj: Any, depth: int) -> None:
-        self.obj = obj
-        self.depth = depth
-        self.sealed = False
+# The types of the containers a load makes (``_VM._new`` and the fast paths of ``_VM._loop``):
+# only values of these exact types can have a depth or be sealed, so sealing skips every other
+# value (numbers, strings, tensors...) without looking it up.
+_CONTAINER_TYPES = frozenset({tuple, list, dict, set, frozenset, PickledObject, PickledEnum})
+_UINT32 = struct.Struct("<I").unpack_from
+# The opcodes that push a constant (their ``_push`` entries in ``_HANDLERS``), for ``_VM._loop``.
+_PUSHED: dict[int, Any] = {code: args[0] for code, (method, args) in _HANDLERS.items() if method == "_push"}
 
 
 class _VM:
-    """One load.  Handlers are small methods found through a 256-entry dispatch table; each
-    reads its operands at ``self.pos`` and works on ``self.stack``."""
+    """One load.  Handlers are small methods found through a 256-entry dispatch table
+    (``_TABLE``); each reads its operands at ``self.pos`` and works on ``self.stack``.  The
+    opcodes TorchScript writes most also have a fast path in ``_loop``."""
 
     def __init__(self, data: bytes, record: str, globals: Mapping[tuple[str, str], Any],
                  persistent_load: Callable[[Any], Any], limits: Limits) -> None:
@@ -234,19 +230,18 @@ class _VM:
         self.stack: list[Any] = []
         self.marks: list[int] = []
         self.memo: dict[int, Any] = {}
-        self.info: dict[int, _Info] = {}
+        # Bookkeeping for the containers this load made (tuples, lists, dicts, sets, objects,
+        # enums), by id: their nesting depth, and which are sealed (placed inside another
+        # container, so no longer mutable).  ``kept`` holds the containers so their ids stay
+        # unique for the whole load.  Plain ints in a dict and a set, not a record object per
+        # container: that allocation (and the garbage-collector passes it triggers) was a good
+        # part of a load.
+        self.depths: dict[int, int] = {}
+        self.sealed: set[int] = set()
+        self.kept: list[Any] = []
         self.fresh: dict[int, PickledObject] = {}      # NEWOBJ results still waiting for BUILD
         self.callables: dict[int, tuple[Any, str]] = {}  # id -> (allow-listed object, its name)
         self.seen_proto = False
-        self.table: list[Callable[[], bool | None] | None] = [None] * 256
-        for code, name in _OPCODE_NAMES.items():
-            self.table[code] = getattr(self, "_op_" + name.lower(), None)
-        for code, (method, args) in _HANDLERS.items():
-            self.table[code] = functools.partial(getattr(self, method), *args)
-        # the most frequent opcodes of TorchScript's pickles, with a one-byte operand read inline
-        self.table[0x68] = self._binget
-        self.table[0x71] = self._binput
-        self.table[0x4B] = self._binint1
 
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -261,29 +256,277 @@ class _VM:
         except Exception as e:   # a defect guard (every handler checks first): the contract is one error tree
             raise self._error(PickleError, f"malformed pickle ({type(e).__name__}: {e})") from e
 
-    def _loop(self) -> Any:
-        data, table = self.data, self.table
+    def _loop(self) -> Any:  # noqa: C901  (one flat dispatch over the hot opcodes, by design)
+        # The opcodes TorchScript's pickles are made of are handled right here, on local
+        # variables: a method call (and three attribute updates) per opcode was most of the time
+        # of a load.  Each fast path below mirrors its handler, which stays the reference:
+        #
+        # * it runs only when none of the handler's checks can fail; otherwise (truncated
+        #   operand, unset memo entry, underflow, a limit reached...) it falls through, having
+        #   changed nothing, to the table handler, which raises exactly as before;
+        # * ``pos`` stays at the opcode until its fast path is done (operands are read at
+        #   ``pos + 1``...), and ``self.pos``/``self.op_pos``/``self.op`` are set before any
+        #   handler runs and before anything is raised (the ``except`` below covers the
+        #   unexpected, e.g. MemoryError), so errors name the same opcode and offset as before.
+        #
+        # Keep each fast path in step with the handler named in its comment.  They are tried in
+        # order of how often TorchScript's data.pkl uses them.
+        data, table = self.data, _TABLE
+        stack, marks, memo = self.stack, self.marks, self.memo
+        depths, sealed, keep = self.depths, self.sealed, self.kept.append
+        seal = sealed.add
+        callables, fresh, persistent_load = self.callables, self.fresh, self.persistent_load
+        push = stack.append
+        containers = _CONTAINER_TYPES
+        pushed = _PUSHED
+        uint32 = _UINT32
         end = len(data)
         max_ops = self.limits.max_pickle_ops
-        ops = 0
-        while True:
-            if self.pos >= end:
-                self.op_pos, self.op = self.pos, -1
-                self._fail("pickle ends without STOP" if self.pos else "empty pickle")
-            self.op_pos = self.pos
-            self.op = code = data[self.pos]
-            self.pos += 1
-            ops += 1
-            if ops > max_ops:
-                raise self._error(ResourceLimitExceeded,
-                                  f"more than {max_ops} pickle opcodes (limits.max_pickle_ops)")
-            handler = table[code]
-            if handler is None:
-                if code in _UNSUPPORTED:
-                    raise self._error(UnsupportedFeature, f"unsupported pickle opcode {_OPCODE_NAMES[code]}")
-                self._fail(f"unknown pickle opcode 0x{code:02x}")
-            if handler():
-                return self.stack.pop()
+        max_depth = self.limits.max_pickle_depth
+        max_memo = self.limits.max_memo_entries
+        pos = op = 0
+        try:
+            for _ in range(max_ops):            # limits.max_pickle_ops: the loop counts the opcodes
+                try:
+                    op = data[pos]
+                except IndexError:              # pos == end: no STOP
+                    break
+                if op == 0x68:                                  # BINGET: _get_n(1)
+                    try:
+                        push(memo[data[pos + 1]])
+                    except (IndexError, KeyError):              # no operand, or unset entry
+                        pass
+                    else:
+                        pos += 2
+                        continue
+                elif op == 0x28:                                # MARK: _op_mark
+                    if len(marks) < max_depth:
+                        marks.append(len(stack))
+                        pos += 1
+                        continue
+                elif op == 0x4B:                                # BININT1: _fixed_int(1, False)
+                    if pos + 1 < end:
+                        push(data[pos + 1])
+                        pos += 2
+                        continue
+                elif op == 0x74:                                # TUPLE: _pop_mark, _new
+                    if marks:
+                        start = marks.pop()
+                        items = stack[start:]
+                        del stack[start:]
+                        obj = tuple(items)
+                        depth = 1                               # _seal_items, inline
+                        for item in items:
+                            if type(item) in containers:
+                                item_depth = depths.get(key := id(item))
+                                if item_depth is not None:
+                                    seal(key)
+                                    if item_depth >= depth:
+                                        depth = item_depth + 1
+                        if depth > max_depth:
+                            self.op_pos, self.op = pos, op
+                            self._check_depth(depth)
+                        depths[id(obj)] = depth
+                        keep(obj)
+                        push(obj)
+                        pos += 1
+                        continue
+                elif op == 0x52:                                # REDUCE of a global: _op_reduce
+                    if len(stack) - (marks[-1] if marks else 0) >= 2:
+                        args = stack[-1]
+                        func = stack[-2]
+                        entry = callables.get(id(func))
+                        if entry is not None and type(args) is tuple and not isinstance(func, ClassRef):
+                            del stack[-2:]
+                            if (key := id(args)) in depths:     # _seal(args), inline
+                                seal(key)
+                            try:
+                                result = func.call(args)
+                            except Exception as e:
+                                self.op_pos, self.op = pos, op
+                                raise self._callback_error(entry[1], e) from e
+                            push(result)
+                            pos += 1
+                            continue
+                elif op == 0x71:                                # BINPUT: _put_n(1)
+                    if pos + 1 < end and len(stack) > (marks[-1] if marks else 0):
+                        key = data[pos + 1]
+                        if key in memo or len(memo) < max_memo:
+                            memo[key] = stack[-1]
+                            pos += 2
+                            continue
+                elif op == 0x72:                                # LONG_BINPUT: _put_n(4)
+                    if end - pos > 4 and len(stack) > (marks[-1] if marks else 0):
+                        key = uint32(data, pos + 1)[0]
+                        if key in memo or len(memo) < max_memo:
+                            memo[key] = stack[-1]
+                            pos += 5
+                            continue
+                elif op in pushed:                              # EMPTY_TUPLE, NEWFALSE, NONE, NEWTRUE: _push
+                    push(pushed[op])
+                    pos += 1
+                    continue
+                elif op == 0x58:                                # BINUNICODE: _counted(4, "utf-8")
+                    if end - pos > 4:
+                        size = uint32(data, pos + 1)[0]
+                        if size <= end - pos - 5:
+                            try:
+                                text = data[pos + 5:pos + 5 + size].decode("utf-8")
+                            except UnicodeDecodeError:
+                                pass
+                            else:
+                                push(text)
+                                pos += 5 + size
+                                continue
+                elif op == 0x51:                                # BINPERSID: _op_binpersid
+                    if len(stack) > (marks[-1] if marks else 0):
+                        pid = stack.pop()
+                        if (key := id(pid)) in depths:      # _seal(pid), inline
+                            seal(key)
+                        try:
+                            result = persistent_load(pid)
+                        except Exception as e:
+                            self.op_pos, self.op = pos, op
+                            raise self._callback_error("persistent id", e) from e
+                        push(result)
+                        pos += 1
+                        continue
+                elif op == 0x7D or op == 0x5D:                  # EMPTY_DICT/EMPTY_LIST: _empty
+                    if max_depth >= 1:
+                        empty: dict[Any, Any] | list[Any] = {} if op == 0x7D else []
+                        depths[id(empty)] = 1
+                        keep(empty)
+                        push(empty)
+                        pos += 1
+                        continue
+                elif op == 0x4D:                                # BININT2: _fixed_int(2, False)
+                    if end - pos > 2:
+                        push(data[pos + 1] | data[pos + 2] << 8)
+                        pos += 3
+                        continue
+                elif op == 0x81:                                # NEWOBJ: _op_newobj, _new
+                    if len(stack) - (marks[-1] if marks else 0) >= 2 and max_depth >= 1:
+                        args = stack[-1]
+                        cls = stack[-2]
+                        if isinstance(cls, ClassRef) and type(args) is tuple and not args:
+                            del stack[-2:]
+                            new_obj = PickledObject(cls.qualname)
+                            fresh[key := id(new_obj)] = new_obj
+                            depths[key] = 1
+                            keep(new_obj)
+                            push(new_obj)
+                            pos += 1
+                            continue
+                elif op == 0x75:                                # SETITEMS: _op_setitems
+                    if marks:
+                        start = marks[-1]
+                        target = stack[start - 1] if start > (marks[-2] if len(marks) > 1 else 0) else None
+                        key = id(target)
+                        if (type(target) is dict and key in depths and key not in sealed
+                                and (len(stack) - start) % 2 == 0):
+                            marks.pop()
+                            items = stack[start:]
+                            del stack[start:]
+                            depth = self._seal_items(items)     # _grow
+                            if depth > depths[key]:
+                                if depth > max_depth:
+                                    self.op_pos, self.op = pos, op
+                                    self._check_depth(depth)
+                                depths[key] = depth
+                            try:                                # _set_items, pair by pair in C
+                                target.update(zip(items[::2], items[1::2]))
+                            except TypeError:                   # an unhashable key: its error
+                                self.op_pos, self.op = pos, op
+                                self._set_items(target, items)
+                                raise
+                            pos += 1
+                            continue
+                elif op == 0x62:                                # BUILD: _op_build, _grow
+                    if len(stack) - (marks[-1] if marks else 0) >= 2:
+                        built = stack[-2]
+                        key = id(built)
+                        if key in fresh and key not in sealed and isinstance(built, PickledObject):
+                            state = stack.pop()
+                            del fresh[key]
+                            depth = 1
+                            if type(state) in containers:       # _seal_items([state]), inline
+                                state_depth = depths.get(state_key := id(state))
+                                if state_depth is not None:
+                                    seal(state_key)
+                                    depth = state_depth + 1
+                            if depth > depths[key]:
+                                if depth > max_depth:
+                                    self.op_pos, self.op = pos, op
+                                    self._check_depth(depth)
+                                depths[key] = depth
+                            built.state = state
+                            pos += 1
+                            continue
+                elif op == 0x65:                                # APPENDS: _op_appends
+                    if marks:
+                        start = marks[-1]
+                        target = stack[start - 1] if start > (marks[-2] if len(marks) > 1 else 0) else None
+                        key = id(target)
+                        if type(target) is list and key in depths and key not in sealed:
+                            marks.pop()
+                            items = stack[start:]
+                            del stack[start:]
+                            depth = self._seal_items(items)     # _grow
+                            if depth > depths[key]:
+                                if depth > max_depth:
+                                    self.op_pos, self.op = pos, op
+                                    self._check_depth(depth)
+                                depths[key] = depth
+                            target.extend(items)
+                            pos += 1
+                            continue
+                elif 0x85 <= op <= 0x87:                        # TUPLE1/2/3 (Kiln's writer): _tuple_n
+                    start = len(stack) - (op - 0x84)
+                    if start >= (marks[-1] if marks else 0):
+                        items = stack[start:]
+                        del stack[start:]
+                        obj = tuple(items)
+                        depth = self._seal_items(items)
+                        if depth > max_depth:
+                            self.op_pos, self.op = pos, op
+                            self._check_depth(depth)
+                        depths[id(obj)] = depth
+                        keep(obj)
+                        push(obj)
+                        pos += 1
+                        continue
+                elif op == 0x6A:                                # LONG_BINGET: _get_n(4)
+                    if end - pos > 4:
+                        key = uint32(data, pos + 1)[0]
+                        if key in memo:
+                            push(memo[key])
+                            pos += 5
+                            continue
+                # every other opcode, and a fast path that cannot proceed: the table handler
+                self.pos, self.op_pos, self.op = pos + 1, pos, op
+                handler = table[op]
+                if handler is None:
+                    if op in _UNSUPPORTED:
+                        raise self._error(UnsupportedFeature,
+                                          f"unsupported pickle opcode {_OPCODE_NAMES[op]}")
+                    self._fail(f"unknown pickle opcode 0x{op:02x}")
+                if handler[0](self, *handler[1]):
+                    return stack.pop()
+                pos = self.pos
+            else:
+                if pos < end:                   # one opcode more than limits.max_pickle_ops allows
+                    self.op_pos, self.op = pos, op = pos, data[pos]
+                    raise self._error(ResourceLimitExceeded,
+                                      f"more than {max_ops} pickle opcodes (limits.max_pickle_ops)")
+            op = -1
+            self._end_of_data(pos)
+        except BaseException:
+            self.op_pos, self.op = pos, op
+            raise
+
+    def _end_of_data(self, pos: int) -> NoReturn:
+        self.op_pos, self.op = pos, -1
+        self._fail("pickle ends without STOP" if pos else "empty pickle")
 
     # -- errors ----------------------------------------------------------------------------------
     def _where(self) -> str:
@@ -363,46 +606,58 @@ class _VM:
         return items
 
     # -- containers: depth and sealing ---------------------------------------------------------------
-    def _depth(self, value: Any) -> int:
-        info = self.info.get(id(value))
-        return info.depth if info is not None else 0
-
     def _check_depth(self, depth: int) -> None:
         if depth > self.limits.max_pickle_depth:
             raise self._error(ResourceLimitExceeded, f"values nested more than {depth - 1} deep "
                                                      "(limits.max_pickle_depth)")
 
+    def _seal_items(self, items: list[Any] | tuple[Any, ...]) -> int:
+        """Seal the containers among ``items``; the depth of a container holding them (1 + the
+        deepest of them, 1 if none).  ``_loop`` has copies inline for TUPLE and BUILD."""
+        depth = 1
+        depths, seal = self.depths, self.sealed.add
+        for item in items:
+            if type(item) in _CONTAINER_TYPES:
+                item_depth = depths.get(key := id(item))
+                if item_depth is not None:
+                    seal(key)
+                    if item_depth >= depth:
+                        depth = item_depth + 1
+        return depth
+
     def _new(self, obj: Any, items: list[Any] | tuple[Any, ...] = ()) -> Any:
         """Register a container made from ``items`` (which become sealed) and push it."""
-        depth = 0
-        for item in items:
-            depth = max(depth, self._seal(item))
-        self._check_depth(depth + 1)
-        self.info[id(obj)] = _Info(obj, depth + 1)
+        depth = self._seal_items(items) if items else 1
+        if depth > self.limits.max_pickle_depth:
+            self._check_depth(depth)
+        self.depths[id(obj)] = depth
+        self.kept.append(obj)
         self.stack.append(obj)
         return obj
 
     def _seal(self, value: Any) -> int:
-        info = self.info.get(id(value))
-        if info is None:
+        depth = self.depths.get(key := id(value))
+        if depth is None:
             return 0
-        info.sealed = True
-        return info.depth
+        self.sealed.add(key)
+        return depth
 
-    def _mutable(self, target: Any, kind: type, opcode_does: str) -> _Info:
-        info = self.info.get(id(target))
-        if type(target) is not kind or info is None:
+    def _mutable(self, target: Any, kind: type, opcode_does: str) -> int:
+        """The id of ``target``, checked to be a ``kind`` made by this load and not sealed."""
+        key = id(target)
+        if type(target) is not kind or key not in self.depths:
             self._fail(f"{opcode_does} on a {type(target).__name__}, "
                        f"not a {kind.__name__} made by this pickle")
-        if info.sealed:
+        if key in self.sealed:
             self._fail(f"{opcode_does} on a {kind.__name__} already placed inside another value")
-        return info
+        return key
 
-    def _grow(self, info: _Info, items: list[Any]) -> None:
-        depth = max((self._seal(item) for item in items), default=0) + 1
-        if depth > info.depth:
+    def _grow(self, key: int, items: list[Any]) -> None:
+        """Account for ``items`` added to the container ``key`` (they become sealed)."""
+        depth = self._seal_items(items)
+        if depth > self.depths[key]:
             self._check_depth(depth)
-            info.depth = depth
+            self.depths[key] = depth
 
     # -- protocol framing --------------------------------------------------------------------------
     def _op_proto(self) -> None:
@@ -580,22 +835,6 @@ class _VM:
         return target
 
     # -- memo --------------------------------------------------------------------------------------
-    def _byte(self) -> int:
-        pos = self.pos
-        if pos >= len(self.data):
-            self._read(1)       # fails with the message every operand read gives
-        self.pos = pos + 1
-        return self.data[pos]
-
-    def _binget(self) -> None:
-        self._get(self._byte())
-
-    def _binput(self) -> None:
-        self._put(self._byte())
-
-    def _binint1(self) -> None:
-        self.stack.append(self._byte())
-
     def _put_n(self, size: int) -> None:
         self._put(self._uint(size))
 
@@ -664,13 +903,18 @@ class _VM:
                            "(expected a value)")
             self._new(PickledEnum(func.qualname, args))
             return
-        if id(func) not in self.callables:
+        entry = self.callables.get(id(func))
+        if entry is None:
             self._fail(f"REDUCE on a {type(func).__name__}, which is not an allow-listed global")
-        name = self.callables[id(func)][1]
+        name = entry[1]
         if type(args) is not tuple:
             self._fail(f"REDUCE arguments of {name} are a {type(args).__name__}, not a tuple")
         self._seal(args)
-        self.stack.append(self._callback(name, lambda: func.call(args)))
+        try:
+            result = func.call(args)
+        except Exception as e:
+            raise self._callback_error(name, e) from e
+        self.stack.append(result)
 
     def _op_newobj(self) -> None:
         args = self._pop()
@@ -688,28 +932,47 @@ class _VM:
         obj = self._top()
         if not isinstance(obj, PickledObject) or id(obj) not in self.fresh:
             self._fail(f"BUILD on a {type(obj).__name__}, not an object fresh from NEWOBJ")
-        info = self.info[id(obj)]
-        if info.sealed:
+        key = id(obj)
+        if key in self.sealed:
             self._fail("BUILD on an object already placed inside another value")
-        del self.fresh[id(obj)]
-        self._grow(info, [state])
+        del self.fresh[key]
+        self._grow(key, [state])
         obj.state = state
 
     def _op_binpersid(self) -> None:
         pid = self._pop()
         self._seal(pid)
-        self.stack.append(self._callback("persistent id", lambda: self.persistent_load(pid)))
-
-    def _callback(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an allow-listed callable, giving its errors this record and offset."""
         try:
-            return fn()
-        except ModelFormatError as e:
-            raise self._error(type(e), f"{what}: {e}") from e
-        except (MemoryError, RecursionError) as e:
-            raise self._error(ResourceLimitExceeded, f"{what}: {type(e).__name__}") from e
-        except Exception as e:   # an allow-listed function failed on hostile input: still a format error
-            raise self._error(PickleError, f"{what} failed: {type(e).__name__}: {e}") from e
+            result = self.persistent_load(pid)
+        except Exception as e:
+            raise self._callback_error("persistent id", e) from e
+        self.stack.append(result)
+
+    def _callback_error(self, what: str, e: Exception) -> ModelFormatError:
+        """The error for an allow-listed callable (a REDUCE global, ``persistent_load``) that
+        raised ``e``: its own class for format errors, with this record and offset."""
+        if isinstance(e, ModelFormatError):
+            return self._error(type(e), f"{what}: {e}")
+        if isinstance(e, (MemoryError, RecursionError)):
+            return self._error(ResourceLimitExceeded, f"{what}: {type(e).__name__}")
+        # an allow-listed function failed on hostile input: still a format error
+        return self._error(PickleError, f"{what} failed: {type(e).__name__}: {e}")
+
+
+def _dispatch_table() -> list[tuple[Callable[..., bool | None], tuple[Any, ...]] | None]:
+    """``_VM``'s handlers by opcode: (method, its arguments after ``self``), None for opcodes
+    Kiln refuses or does not know."""
+    table: list[tuple[Callable[..., bool | None], tuple[Any, ...]] | None] = [None] * 256
+    for code, name in _OPCODE_NAMES.items():
+        method = getattr(_VM, "_op_" + name.lower(), None)
+        if method is not None:
+            table[code] = (method, ())
+    for code, (method_name, args) in _HANDLERS.items():
+        table[code] = (getattr(_VM, method_name), args)
+    return table
+
+
+_TABLE = _dispatch_table()
 
 
 def load_pickle(data: bytes | bytearray | memoryview, *, record: str,

@@ -419,6 +419,128 @@ def test_op_count_limit() -> None:
     expect(P2 + b"N0" * 100 + b"N.", ResourceLimitExceeded, globals=None, limits=Limits(max_pickle_ops=50))
 
 
+# -- the fast paths of the VM loop fail exactly as the opcode handlers do ------------------------------
+
+class _Raises:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def call(self, args: tuple[Any, ...]) -> Any:
+        raise self.exc
+
+
+def _missing_pid(pid: Any) -> Any:
+    raise KeyError(pid)
+
+
+FAST_PATH_GLOBALS = {("m", "f"): Probe(), ("m", "bad"): _Raises(ValueError("no such thing")),
+                     ("m", "fmt"): _Raises(PickleError("bad tensor"))}
+
+# The opcodes TorchScript writes most are handled inline by the VM loop; on anything but the happy
+# path they must raise what their handler raises: same class, message, opcode and offset.
+FAST_PATH_ERRORS: list[tuple[str, bytes, Limits, type[ModelFormatError], str]] = [
+    ("BINGET-truncated", P2 + b"h", DEFAULT_LIMITS, PickleError,
+     "length 1 runs past the end of the data (0 bytes left) (BINGET at byte offset 2)"),
+    ("BINGET-unset", P2 + b"Nq\x00h\x01.", DEFAULT_LIMITS, PickleError,
+     "memo entry 1 was never set (BINGET at byte offset 5)"),
+    ("LONG_BINGET-truncated", P2 + b"j\x00\x00", DEFAULT_LIMITS, PickleError,
+     "length 4 runs past the end of the data (2 bytes left) (LONG_BINGET at byte offset 2)"),
+    ("BININT1-truncated", P2 + b"K", DEFAULT_LIMITS, PickleError,
+     "length 1 runs past the end of the data (0 bytes left) (BININT1 at byte offset 2)"),
+    ("BININT2-truncated", P2 + b"M\x01", DEFAULT_LIMITS, PickleError,
+     "length 2 runs past the end of the data (1 bytes left) (BININT2 at byte offset 2)"),
+    ("BINPUT-truncated", P2 + b"Nq", DEFAULT_LIMITS, PickleError,
+     "length 1 runs past the end of the data (0 bytes left) (BINPUT at byte offset 3)"),
+    ("BINPUT-empty-stack", P2 + b"q\x00N.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (BINPUT at byte offset 2)"),
+    ("BINPUT-across-MARK", P2 + b"N(q\x00.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (would cross a MARK) (BINPUT at byte offset 4)"),
+    ("BINPUT-memo-cap", P2 + b"Nq\x00q\x01.", Limits(max_memo_entries=1), ResourceLimitExceeded,
+     "more than 1 memo entries (limits.max_memo_entries) (BINPUT at byte offset 5)"),
+    ("BINPUT-memo-cap-same-index", P2 + b"Nq\x00q\x00q\x01.", Limits(max_memo_entries=1), ResourceLimitExceeded,
+     "more than 1 memo entries (limits.max_memo_entries) (BINPUT at byte offset 7)"),
+    ("LONG_BINPUT-memo-cap", P2 + b"Nr\x00\x00\x00\x00r\x01\x00\x00\x00.", Limits(max_memo_entries=1),
+     ResourceLimitExceeded, "more than 1 memo entries (limits.max_memo_entries) (LONG_BINPUT at byte offset 8)"),
+    ("LONG_BINPUT-truncated", P2 + b"Nr\x00\x00\x00", DEFAULT_LIMITS, PickleError,
+     "length 4 runs past the end of the data (3 bytes left) (LONG_BINPUT at byte offset 3)"),
+    ("MARK-depth", P2 + b"(((", Limits(max_pickle_depth=2), ResourceLimitExceeded,
+     "more than 2 nested MARKs (limits.max_pickle_depth) (MARK at byte offset 4)"),
+    ("TUPLE-no-MARK", P2 + b"K\x01t.", DEFAULT_LIMITS, PickleError,
+     "no MARK to pop to (TUPLE at byte offset 4)"),
+    ("TUPLE-depth", P2 + b"(K\x01\x85\x85t.", Limits(max_pickle_depth=2), ResourceLimitExceeded,
+     "values nested more than 2 deep (limits.max_pickle_depth) (TUPLE at byte offset 7)"),
+    ("EMPTY_DICT-depth-0", P2 + b"}.", Limits(max_pickle_depth=0), ResourceLimitExceeded,
+     "values nested more than 0 deep (limits.max_pickle_depth) (EMPTY_DICT at byte offset 2)"),
+    ("BINUNICODE-truncated-length", P2 + b"X\x01\x00", DEFAULT_LIMITS, PickleError,
+     "length 4 runs past the end of the data (2 bytes left) (BINUNICODE at byte offset 2)"),
+    ("BINUNICODE-past-end", P2 + b"X\x05\x00\x00\x00abc.", DEFAULT_LIMITS, PickleError,
+     "length 5 runs past the end of the data (4 bytes left) (BINUNICODE at byte offset 2)"),
+    ("BINUNICODE-bad-utf8", P2 + b"X\x01\x00\x00\x00\xff.", DEFAULT_LIMITS, PickleError,
+     "string is not valid utf-8 (BINUNICODE at byte offset 2)"),
+    ("REDUCE-underflow-across-MARK", P2 + glob("m", "f") + b"()R.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (would cross a MARK) (REDUCE at byte offset 9)"),
+    ("REDUCE-not-allowed", P2 + uni("x") + b")R.", DEFAULT_LIMITS, PickleError,
+     "REDUCE on a str, which is not an allow-listed global (REDUCE at byte offset 9)"),
+    ("REDUCE-args-not-tuple", P2 + glob("m", "f") + b"]R.", DEFAULT_LIMITS, PickleError,
+     "REDUCE arguments of m.f are a list, not a tuple (REDUCE at byte offset 8)"),
+    ("REDUCE-callback-fails", P2 + glob("m", "bad") + b")R.", DEFAULT_LIMITS, PickleError,
+     "m.bad failed: ValueError: no such thing (REDUCE at byte offset 10)"),
+    ("REDUCE-callback-format-error", P2 + glob("m", "fmt") + b")R.", DEFAULT_LIMITS, PickleError,
+     "m.fmt: bad tensor (REDUCE at byte offset 10)"),
+    ("BINPERSID-underflow", P2 + b"Q.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (BINPERSID at byte offset 2)"),
+    ("BINPERSID-fails", P2 + uni("key") + b"Q.", DEFAULT_LIMITS, PickleError,
+     "persistent id failed: KeyError: 'key' (BINPERSID at byte offset 10)"),
+    ("NEWOBJ-args", P2 + glob("__torch__", "M") + b"K\x01\x85\x81.", DEFAULT_LIMITS, PickleError,
+     "NEWOBJ with constructor arguments (TorchScript passes none) (NEWOBJ at byte offset 18)"),
+    ("NEWOBJ-depth-0", P2 + glob("__torch__", "M") + b")\x81.", Limits(max_pickle_depth=0), ResourceLimitExceeded,
+     "values nested more than 0 deep (limits.max_pickle_depth) (NEWOBJ at byte offset 16)"),
+    ("SETITEMS-target-below-MARK", P2 + b"}((K\x01K\x02u.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (would cross a MARK) (SETITEMS at byte offset 9)"),
+    ("SETITEMS-sealed", P2 + b"}q\x00\x85h\x00(K\x01K\x02u.", DEFAULT_LIMITS, PickleError,
+     "SETITEMS on a dict already placed inside another value (SETITEMS at byte offset 13)"),
+    ("SETITEMS-odd", P2 + b"}(K\x01K\x02K\x03u.", DEFAULT_LIMITS, PickleError,
+     "SETITEMS with an odd number of items after its MARK (SETITEMS at byte offset 10)"),
+    ("SETITEMS-unhashable-late", P2 + b"}(K\x01K\x02]K\x03u.", DEFAULT_LIMITS, PickleError,
+     "unhashable dict key of type list (SETITEMS at byte offset 11)"),
+    ("SETITEMS-depth", P2 + b"}(K\x01}(K\x01]uu.", Limits(max_pickle_depth=2), ResourceLimitExceeded,
+     "values nested more than 2 deep (limits.max_pickle_depth) (SETITEMS at byte offset 12)"),
+    ("BUILD-underflow", P2 + glob("__torch__", "M") + b")\x81(}b.", DEFAULT_LIMITS, PickleError,
+     "stack underflow (would cross a MARK) (BUILD at byte offset 19)"),
+    ("BUILD-depth", P2 + glob("__torch__", "M") + b")\x81](]eb.", Limits(max_pickle_depth=2), ResourceLimitExceeded,
+     "values nested more than 2 deep (limits.max_pickle_depth) (BUILD at byte offset 21)"),
+    ("op-limit-on-BINGET", P2 + b"Nq\x00h\x00h\x00.", Limits(max_pickle_ops=4), ResourceLimitExceeded,
+     "more than 4 pickle opcodes (limits.max_pickle_ops) (BINGET at byte offset 7)"),
+    ("op-limit-on-TUPLE", P2 + b"(K\x01t.", Limits(max_pickle_ops=3), ResourceLimitExceeded,
+     "more than 3 pickle opcodes (limits.max_pickle_ops) (TUPLE at byte offset 5)"),
+    ("op-limit-at-end", P2 + b"N", Limits(max_pickle_ops=2), PickleError,
+     "pickle ends without STOP (end of data at byte offset 3)"),
+]
+
+
+@pytest.mark.parametrize("name,data,limits,cls,message", FAST_PATH_ERRORS, ids=[c[0] for c in FAST_PATH_ERRORS])
+def test_fast_path_errors_match_the_handlers(name: str, data: bytes, limits: Limits,
+                                             cls: type[ModelFormatError], message: str) -> None:
+    with pytest.raises(ModelFormatError) as info:
+        load(data, globals=FAST_PATH_GLOBALS, persistent_load=_missing_pid, limits=limits)
+    assert type(info.value) is cls
+    assert str(info.value) == f"{RECORD}: {message}"
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+def test_object_nesting_depth_is_exact(levels: int) -> None:
+    """``levels`` nested archive objects (NEWOBJ, EMPTY_DICT, SETITEMS, BUILD: the fast paths) are
+    2 * levels deep: they load at exactly that limit and not one below."""
+    body = b"".join(b"h\x00)\x81}(h\x01" for _ in range(levels)) + b"N" + b"ub" * levels
+    data = P2 + glob("__torch__", "M") + b"q\x000" + uni("c") + b"q\x010" + body + b"."
+    obj = load(data, limits=Limits(max_pickle_depth=2 * levels))
+    for _ in range(levels):
+        assert type(obj) is PickledObject and obj.qualname == "__torch__.M"
+        obj = obj.state["c"]
+    assert obj is None
+    expect(data, ResourceLimitExceeded, limits=Limits(max_pickle_depth=2 * levels - 1))
+
+
 def test_c7_lengths_checked_before_allocation() -> None:
     for name, data, cls, _ in CORPUS:
         if name.startswith("C7"):

@@ -584,8 +584,11 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
             out.functions[qualname] = stmt
         else:
             out.classes[qualname] = _class_decl(stmt, qualname, filename)
-    if seen is not None:
-        seen.setdefault(key, _Shape(tree, out.statements, _declaration_lines(tree)))
+    if seen is not None and key not in seen:
+        where = _declaration_lines(tree)
+        rows = source.split("\n")
+        seen[key] = _Shape(tree, out.statements, where, tuple(rows[i] for i in sorted(where)),
+                           {d.qualname.rpartition(".")[2]: d for d in out.classes.values()})
     return out
 
 
@@ -608,6 +611,8 @@ class _Shape:
     tree: ast.Module
     statements: int
     declarations: frozenset[int]     # 0-based lines of class-level member declarations
+    declared: tuple[str, ...]        # their text
+    classes: dict[str, ClassDecl]    # by class name
 
 
 def _shape_key(source: str) -> str:
@@ -639,20 +644,11 @@ def _reuse(shape: _Shape, source: str, filename: str, prefix: str, limits: Limit
                if line.startswith("  ") and not line.startswith("   ") and not line.startswith("  def ")]
     if not set(blanked) <= shape.declarations:
         return None
-    # this file's declarations, at their own lines and columns, under their class lines
-    own = [""] * len(lines)
-    for cls in shape.tree.body:
-        if isinstance(cls, ast.ClassDef) and not all(isinstance(m, ast.FunctionDef) for m in cls.body):
-            own[cls.lineno - 1:cls.body[0].lineno - 1] = lines[cls.lineno - 1:cls.body[0].lineno - 1]
-    for i in shape.declarations:
-        own[i] = lines[i]
-    try:
-        decl_tree = ast.parse("\n".join(own), filename=f"<{filename}>")
-        _check_depth(decl_tree, filename, limits.max_ast_depth)
-    except (SyntaxError, RecursionError, MemoryError, ValueError, KilnError):
-        return None                     # the full parse reports it
-    declared = {stmt.lineno: stmt for cls in decl_tree.body if isinstance(cls, ast.ClassDef)
-                for stmt in cls.body}
+    if tuple(lines[i] for i in sorted(shape.declarations)) == shape.declared:
+        return _same_declarations(shape, source, filename, prefix)
+    declared = _declarations(shape, lines, filename, limits)
+    if declared is None:
+        return None
     out = CodeFile(source, statements=shape.statements)
     for stmt in shape.tree.body:
         if not isinstance(stmt, (ast.ClassDef, ast.FunctionDef)):
@@ -672,6 +668,40 @@ def _reuse(shape: _Shape, source: str, filename: str, prefix: str, limits: Limit
             body.append(mine)
         out.classes[qualname] = _class_decl(stmt, qualname, filename, body)
     return out if not declared else None
+
+
+def _declarations(shape: _Shape, lines: list[str], filename: str,
+                  limits: Limits) -> Optional[dict[int, ast.stmt]]:
+    """This file's declarations parsed at their own lines and columns, under their class lines,
+    by line (None: they do not parse; the full parse reports why)."""
+    own = [""] * len(lines)
+    for cls in shape.tree.body:
+        if isinstance(cls, ast.ClassDef) and not all(isinstance(m, ast.FunctionDef) for m in cls.body):
+            own[cls.lineno - 1:cls.body[0].lineno - 1] = lines[cls.lineno - 1:cls.body[0].lineno - 1]
+    for i in shape.declarations:
+        own[i] = lines[i]
+    try:
+        tree = ast.parse("\n".join(own), filename=f"<{filename}>")
+        _check_depth(tree, filename, limits.max_ast_depth)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, KilnError):
+        return None
+    return {stmt.lineno: stmt for cls in tree.body if isinstance(cls, ast.ClassDef) for stmt in cls.body}
+
+
+def _same_declarations(shape: _Shape, source: str, filename: str, prefix: str) -> CodeFile:
+    """``source``, whose declarations are those of ``shape`` word for word: its classes are
+    copies of ``shape``'s under this file's names."""
+    out = CodeFile(source, statements=shape.statements)
+    for stmt in shape.tree.body:
+        if isinstance(stmt, ast.FunctionDef):
+            out.functions[f"{prefix}.{stmt.name}"] = stmt
+        elif isinstance(stmt, ast.ClassDef):
+            d = shape.classes[stmt.name]
+            qualname = f"{prefix}.{stmt.name}"
+            out.classes[qualname] = ClassDecl(qualname, d.kind, filename, list(d.members), list(d.parameters),
+                                              list(d.buffers), dict(d.constants), dict(d.enum_values),
+                                              dict(d.methods), stmt)
+    return out
 
 
 def _decode(text: bytes, filename: str) -> str:

@@ -85,14 +85,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import secrets
 import stat
 import struct
+import sys
 import threading
 import unicodedata
 import weakref
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, BinaryIO, NamedTuple, NoReturn, TypeAlias
@@ -288,6 +291,7 @@ class ArchiveReader:
         self._buf: bytes | FileBuffer = data if isinstance(data, (bytes, FileBuffer)) else bytes(data)
         self._mv = memoryview(self._buf) if isinstance(self._buf, bytes) else None
         self._lock = threading.Lock()
+        self._background: _Background | None = None
         self._verified: set[str] = set()
         self._charged = 0
         self._tail: tuple[bytes, int] | None = None     # see _find_eocd
@@ -372,9 +376,11 @@ class ArchiveReader:
             return self._stored(rec)
         return memoryview(self.read(name))
 
-    def read_into(self, name: str, dest: memoryview) -> None:
+    def read_into(self, name: str, dest: memoryview, later: bool = False) -> None:
         """Fill ``dest`` (writable, exactly the record's size) with the record's contents,
-        size- and CRC-checked: for a file, one read straight into ``dest``."""
+        size- and CRC-checked: for a file, one read straight into ``dest``.  ``later``, inside
+        :meth:`background_reads`: a stored record may be read and checked there, on another
+        thread, by the time that block ends (``dest`` must stay untouched until then)."""
         rec = self.record(name)
         if dest.nbytes != rec.size:
             self._fail(ArchiveError, f"record holds {rec.size} bytes, the destination {dest.nbytes}",
@@ -383,12 +389,40 @@ class ArchiveReader:
         if rec.method != _STORED:
             dest[:] = self._inflate(rec)
             return
+        if later and self._background is not None and rec.size >= _BACKGROUND_MIN:
+            self._background.submit(rec, dest)
+            return
+        self._read_stored(rec, dest)
+
+    def _read_stored(self, rec: Record, dest: memoryview) -> None:
         if self._file is not None:
             self._file.read_into(rec.offset, dest)
         else:
             assert self._mv is not None
             dest[:] = self._mv[rec.offset:rec.offset + rec.size]
         self._check_crc(rec, dest)
+
+    @contextlib.contextmanager
+    def background_reads(self) -> Iterator[None]:
+        """A block inside which :meth:`read_into` (with ``later``) reads large stored records
+        on a worker thread while the caller goes on; the block ends once every one is read and
+        checked, raising the first error.  Reading a file and checking a CRC release the GIL,
+        so the work overlaps the caller's Python code; the interpreter's switch interval is
+        shortened meanwhile, so that the worker gets the GIL back quickly between records."""
+        if self._background is not None:      # nested: the outer block waits for everything
+            yield
+            return
+        worker = self._background = _Background(self)
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, _BACKGROUND_SWITCH_INTERVAL))
+        try:
+            yield
+        finally:
+            try:
+                worker.finish()
+            finally:
+                self._background = None
+                sys.setswitchinterval(previous)
 
     def data_offset(self, name: str) -> int:
         """File offset of the record's data (64-byte aligned in archives PyTorch writes)."""
@@ -901,6 +935,50 @@ class ArchiveReader:
         if actual != rec.crc32:
             self._fail(ArchiveError, f"CRC-32 mismatch: data has {actual:#010x}, the directory says "
                        f"{rec.crc32:#010x}", record=self._full(rec), offset=rec.offset)
+
+
+# Records smaller than this are read on the spot (a thread hand-off costs more than the read).
+_BACKGROUND_MIN = 1 << 20
+# The switch interval while records are read in the background (seconds; CPython's default is
+# 0.005, which would leave the worker waiting that long for the GIL after each read).
+_BACKGROUND_SWITCH_INTERVAL = 0.0001
+
+
+class _Background:
+    """The worker of :meth:`ArchiveReader.background_reads`: reads and checks records in the
+    order given, keeping the first error (the others are still read, so that no destination is
+    written after :meth:`finish` returns)."""
+
+    def __init__(self, reader: ArchiveReader) -> None:
+        self._reader = reader
+        self._jobs: queue.SimpleQueue[tuple[Record, memoryview] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, rec: Record, dest: memoryview) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kiln-archive-reads", daemon=True)
+            self._thread.start()
+        self._jobs.put((rec, dest))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is not None:
+                continue                      # (only drained: the load fails anyway)
+            rec, dest = job
+            try:
+                self._reader._read_stored(rec, dest)
+            except BaseException as e:        # re-raised by finish(), on the loading thread
+                self._error = e
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # -- opening files ---------------------------------------------------------------------------

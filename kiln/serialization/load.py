@@ -149,13 +149,16 @@ class ArchiveLoader:
         byteorder = self._byteorder()
         self._parse_code()
         self.constants = self._constants(byteorder)
-        root = self._unpickle("data.pkl", "data/", byteorder)
-        if not isinstance(root, PickledObject) or self._decl(root.qualname, "data.pkl").kind != "module":
-            raise ModelFormatError(f"{self.where}/data.pkl: the root object is not a module")
-        from kiln.serialization.build import ModuleBuilder
-        builder = ModuleBuilder(self)
-        module = builder.build(root)
-        builder.compile_all()
+        # The weights are read and checked on a worker thread while the modules are built and
+        # compiled (which never look at them); the block ends when all are in.
+        with r.background_reads():
+            root = self._unpickle("data.pkl", "data/", byteorder, later=True)
+            if not isinstance(root, PickledObject) or self._decl(root.qualname, "data.pkl").kind != "module":
+                raise ModelFormatError(f"{self.where}/data.pkl: the root object is not a module")
+            from kiln.serialization.build import ModuleBuilder
+            builder = ModuleBuilder(self)
+            module = builder.build(root)
+            builder.compile_all()
         if extra_files is not None:
             self._extra(extra_files)
         return module
@@ -205,14 +208,14 @@ class ArchiveLoader:
                                    f"in record {self.where}/{code_path(qualname)})")
         return decl
 
-    def _unpickle(self, record: str, data_dir: str, byteorder: str) -> Any:
+    def _unpickle(self, record: str, data_dir: str, byteorder: str, later: bool = False) -> Any:
         reader = self.reader
 
-        def read_into(key: str) -> tuple[int, Callable[[memoryview], None]]:
+        def read_into(key: str) -> tuple[int, Callable[..., None]]:
             name = data_dir + key
             return reader.record(name).size, functools.partial(reader.read_into, name)
         storages = StorageReader(read_into=read_into, map_location=self.map_location, byteorder=byteorder,
-                                 limits=self.limits)
+                                 limits=self.limits, fill_later=later)
         return load_pickle(self.reader.view(record), record=f"{self.where}/{record}",
                            globals=torch_globals(storages), persistent_load=storages, limits=self.limits)
 

@@ -558,13 +558,14 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
     its classes' member declarations and the annotations of ``self`` -- the variants
     TorchScript writes of one class -- reuse that parse, with only its declarations parsed."""
     source = _decode(text, filename)
-    if seen is not None:
-        key = _shape_key(source)
-        shape = seen.get(key)
-        if shape is not None:
-            again = _reuse(shape, source, filename, prefix, limits)
-            if again is not None:
-                return again
+    if "\r" in source:
+        seen = None               # (lines are counted at "\n" here; Python's parser also splits at "\r")
+    key = _shape_key(source) if seen is not None else ""
+    shape = seen.get(key) if seen is not None else None
+    if shape is not None:
+        again = _reuse(shape, source, filename, prefix, limits)
+        if again is not None:
+            return again
     tree = _parse(source, filename)
     out = CodeFile(source, statements=_check_depth(tree, filename, limits.max_ast_depth))
     for stmt in tree.body:
@@ -585,10 +586,7 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
         else:
             out.classes[qualname] = _class_decl(stmt, qualname, filename)
     if seen is not None and key not in seen:
-        where = _declaration_lines(tree)
-        rows = source.split("\n")
-        seen[key] = _Shape(tree, out.statements, where, tuple(rows[i] for i in sorted(where)),
-                           {d.qualname.rpartition(".")[2]: d for d in out.classes.values()})
+        seen[key] = _shape(tree, source, out)
     return out
 
 
@@ -613,6 +611,13 @@ class _Shape:
     declarations: frozenset[int]     # 0-based lines of class-level member declarations
     declared: tuple[str, ...]        # their text
     classes: dict[str, ClassDecl]    # by class name
+
+
+def _shape(tree: ast.Module, source: str, parsed: CodeFile) -> _Shape:
+    where = _declaration_lines(tree)
+    rows = source.split("\n")
+    return _Shape(tree, parsed.statements, where, tuple(rows[i] for i in sorted(where)),
+                  {d.qualname.rpartition(".")[2]: d for d in parsed.classes.values()})
 
 
 def _shape_key(source: str) -> str:

@@ -116,7 +116,10 @@ class StorageReader:
     there.  ``byteorder`` is the archive's ``byteorder`` record ("little" or "big")."""
 
     read_record: Optional[Callable[[str], Union[bytes, bytearray, memoryview]]] = None
-    read_into: Optional[Callable[[str], tuple[int, Callable[[memoryview], None]]]] = None
+    read_into: Optional[Callable[[str], tuple[int, Callable[..., None]]]] = None
+    # ``fill(dest, later=True)`` may fill ``dest`` later (see ArchiveReader.background_reads):
+    # asked only of a storage that nothing reads before the load ends (CPU, native byte order)
+    fill_later: bool = False
     map_location: Union[None, str, torch.device] = None
     byteorder: str = "little"
     limits: Limits = _DEFAULT_LIMITS
@@ -182,7 +185,10 @@ class StorageReader:
             data = torch.empty(nbytes, dtype=torch.uint8)
             if nbytes:
                 view = _writable_view(data)
-                if view is not None:
+                if view is not None and self.fill_later and device.type == "cpu" and \
+                        self.byteorder == sys.byteorder:
+                    fill(view, later=True)
+                elif view is not None:
                     fill(view)
                 else:
                     staging = bytearray(nbytes)
@@ -206,7 +212,7 @@ class StorageReader:
             raise TensorLayoutError(f"storage {key}: {numel} elements of {dtype} need {nbytes} bytes but "
                                     f"record data/{key} has {found}")
 
-    def _reader(self, key: str) -> tuple[int, Callable[[memoryview], None]]:
+    def _reader(self, key: str) -> tuple[int, Callable[..., None]]:
         assert self.read_into is not None
         found = _call_reader(self.read_into, key)
         if type(found) is not tuple or len(found) != 2 or type(found[0]) is not int or not callable(found[1]):

@@ -38,7 +38,8 @@ What each figure includes
     ``_jit_function_overload_caching`` cleared), so every type is compiled again (under a
     mangled name, as the old ones stay in TorchScript's global compilation unit).  This is the
     like-for-like counterpart of Kiln, whose process-wide caches (scripted free functions,
-    and every Python function parsed and lowered) are cleared before each of its calls.
+    every Python function parsed and lowered, and operator overloads chosen by argument types)
+    are cleared before each of its calls.
 
   Within one call both compile each module *type* once (all 50 blocks share one type).
 * **first call**: the first forward call of the scripted model on a 1x3x32x32 input, timed
@@ -152,9 +153,11 @@ def reset_torchscript_caches() -> None:
 
 
 def reset_kiln_caches() -> None:
+    from kiln.frontend import resolve
     from kiln.frontend.script import api, compiler
     api._function_cache.clear()
     compiler._PARSED.clear()
+    resolve._TYPED_MATCHES.clear()
 
 
 def scripter(name: str) -> Callable[[nn.Module], Any]:

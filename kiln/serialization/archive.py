@@ -413,8 +413,7 @@ class ArchiveReader:
             yield
             return
         worker = self._background = _Background(self)
-        previous = sys.getswitchinterval()
-        sys.setswitchinterval(min(previous, _BACKGROUND_SWITCH_INTERVAL))
+        _short_switches(True)
         try:
             yield
         finally:
@@ -422,7 +421,7 @@ class ArchiveReader:
                 worker.finish()
             finally:
                 self._background = None
-                sys.setswitchinterval(previous)
+                _short_switches(False)
 
     def data_offset(self, name: str) -> int:
         """File offset of the record's data (64-byte aligned in archives PyTorch writes)."""
@@ -942,6 +941,27 @@ _BACKGROUND_MIN = 1 << 20
 # The switch interval while records are read in the background (seconds; CPython's default is
 # 0.005, which would leave the worker waiting that long for the GIL after each read).
 _BACKGROUND_SWITCH_INTERVAL = 0.0001
+
+
+_switches_lock = threading.Lock()
+_switches_users = 0
+_switches_saved = 0.0
+
+
+def _short_switches(enter: bool) -> None:
+    """Shorten the switch interval while any thread is inside ``background_reads`` (loads in
+    several threads at once: the first in saves the interval, the last out restores it)."""
+    global _switches_users, _switches_saved
+    with _switches_lock:
+        if enter:
+            if _switches_users == 0:
+                _switches_saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switches_saved, _BACKGROUND_SWITCH_INTERVAL))
+            _switches_users += 1
+        else:
+            _switches_users -= 1
+            if _switches_users == 0:
+                sys.setswitchinterval(_switches_saved)
 
 
 class _Background:

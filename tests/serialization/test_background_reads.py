@@ -108,3 +108,31 @@ def _paths(tmp_path: Path, blob: bytes) -> list[str]:
     path = tmp_path / "edited.pt"
     path.write_bytes(blob)
     return [str(path)]
+
+
+def test_loads_in_several_threads_restore_the_switch_interval(tmp_path: Path) -> None:
+    blob = _blob()
+    path = tmp_path / "m.pt"
+    path.write_bytes(blob)
+    expected = torch.jit.load(io.BytesIO(blob))(X)
+    interval = sys.getswitchinterval()
+    results: list[torch.Tensor] = []
+    errors: list[BaseException] = []
+
+    def load(i: int) -> None:
+        try:
+            for _ in range(3):
+                m = kiln.load(blob if i % 2 else str(path))
+                results.append(m(X))
+        except BaseException as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 12
+    for r in results:
+        torch.testing.assert_close(r, expected)
+    assert sys.getswitchinterval() == interval and not _workers()

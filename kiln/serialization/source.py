@@ -815,7 +815,8 @@ def _check_expression_depth(root: ast.AST, base: int, filename: str, max_depth: 
     stack: list[tuple[ast.AST, int, int]] = [(root, base, int(getattr(root, "lineno", 0) or 0))]
     while stack:
         node, depth, line = stack.pop()
-        line = getattr(node, "lineno", line)        # (a Load or an operator has no line)
+        if isinstance(node, (ast.expr, ast.stmt)):
+            line = node.lineno      # (not of a Load or an operator: the parser shares those)
         if depth > max_depth:
             raise ResourceLimitExceeded(f"{filename}:{line}: code nested deeper than {max_depth} levels")
         if isinstance(node, ast.stmt) and node is not root:

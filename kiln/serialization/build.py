@@ -76,6 +76,16 @@ class ArchiveUnit:
         self._types: dict[str, Any] = {}
         self._sources: dict[str, Source] = {}
 
+    def release(self) -> None:
+        """Drop what the unit made for compiling (its namespace and functions refer back to it):
+        called once loading is done, for an archive whose code nothing compiles later (no
+        script classes), so that the load's syntax trees are freed at once instead of by the
+        cyclic collector."""
+        self._namespace.clear()
+        self._functions.clear()
+        self._types.clear()
+        self._sources.clear()
+
     def source(self, filename: str) -> Source:
         """One :class:`Source` per code file (its lines are split once)."""
         src = self._sources.get(filename)

@@ -143,3 +143,29 @@ def test_a_class_level_line_inside_a_method_is_not_taken_for_a_declaration(parse
     with torch.no_grad():
         expected = torch.jit.load(io.BytesIO(blob))(X)
         torch.testing.assert_close(loaded(X), expected)
+
+
+def test_a_load_leaves_no_cyclic_garbage_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The syntax trees of a load are freed when it returns (not left to the cyclic collector),
+    unless script classes keep them for compiling their methods later."""
+    import gc
+    import weakref
+
+    from kiln.serialization import build
+    units: list[weakref.ref[object]] = []
+    init = build.ArchiveUnit.__init__
+
+    def tracked(self: build.ArchiveUnit, loader: object) -> None:
+        init(self, loader)  # type: ignore[arg-type]
+        units.append(weakref.ref(self))
+    monkeypatch.setattr(build.ArchiveUnit, "__init__", tracked)
+    eager, blob = _archive("script")
+    gc.collect()
+    gc.disable()
+    try:
+        loaded = kiln.load(blob)
+        assert units and units[-1]() is None
+    finally:
+        gc.enable()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X), eager(X))

@@ -427,12 +427,8 @@ class _VM:
                             marks.pop()
                             items = stack[start:]
                             del stack[start:]
-                            depth = self._seal_items(items)     # _grow
-                            if depth > depths[key]:
-                                if depth > max_depth:
-                                    self.op_pos, self.op = pos, op
-                                    self._check_depth(depth)
-                                depths[key] = depth
+                            self.op_pos, self.op = pos, op      # (where _grow's error points)
+                            self._grow(key, items)
                             try:                                # _set_items, pair by pair in C
                                 target.update(zip(items[::2], items[1::2]))
                             except TypeError:                   # an unhashable key: its error
@@ -448,17 +444,8 @@ class _VM:
                         if key in fresh and key not in sealed and isinstance(built, PickledObject):
                             state = stack.pop()
                             del fresh[key]
-                            depth = 1
-                            if type(state) in containers:       # _seal_items([state]), inline
-                                state_depth = depths.get(state_key := id(state))
-                                if state_depth is not None:
-                                    seal(state_key)
-                                    depth = state_depth + 1
-                            if depth > depths[key]:
-                                if depth > max_depth:
-                                    self.op_pos, self.op = pos, op
-                                    self._check_depth(depth)
-                                depths[key] = depth
+                            self.op_pos, self.op = pos, op      # (where _grow's error points)
+                            self._grow(key, [state])
                             built.state = state
                             pos += 1
                             continue
@@ -471,12 +458,8 @@ class _VM:
                             marks.pop()
                             items = stack[start:]
                             del stack[start:]
-                            depth = self._seal_items(items)     # _grow
-                            if depth > depths[key]:
-                                if depth > max_depth:
-                                    self.op_pos, self.op = pos, op
-                                    self._check_depth(depth)
-                                depths[key] = depth
+                            self.op_pos, self.op = pos, op      # (where _grow's error points)
+                            self._grow(key, items)
                             target.extend(items)
                             pos += 1
                             continue
@@ -613,7 +596,7 @@ class _VM:
 
     def _seal_items(self, items: list[Any] | tuple[Any, ...]) -> int:
         """Seal the containers among ``items``; the depth of a container holding them (1 + the
-        deepest of them, 1 if none).  ``_loop`` has copies inline for TUPLE and BUILD."""
+        deepest of them, 1 if none).  ``_loop`` has a copy inline for TUPLE."""
         depth = 1
         depths, seal = self.depths, self.sealed.add
         for item in items:

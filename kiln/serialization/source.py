@@ -560,10 +560,11 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
     source = _decode(text, filename)
     if "\r" in source:
         seen = None               # (lines are counted at "\n" here; Python's parser also splits at "\r")
-    key = _shape_key(source) if seen is not None else ""
+    lines = source.split("\n") if seen is not None else []
+    key = _shape_key(lines) if seen is not None else ""
     shape = seen.get(key) if seen is not None else None
     if shape is not None:
-        again = _reuse(shape, source, filename, prefix, limits)
+        again = _reuse(shape, source, lines, filename, prefix, limits)
         if again is not None:
             return again
     tree = _parse(source, filename)
@@ -586,7 +587,7 @@ def parse_code_file(text: bytes, filename: str, prefix: str, limits: Limits,
         else:
             out.classes[qualname] = _class_decl(stmt, qualname, filename)
     if seen is not None and key not in seen:
-        seen[key] = _shape(tree, source, out)
+        seen[key] = _shape(tree, lines, out)
     return out
 
 
@@ -613,23 +614,22 @@ class _Shape:
     classes: dict[str, ClassDecl]    # by class name
 
 
-def _shape(tree: ast.Module, source: str, parsed: CodeFile) -> _Shape:
+def _shape(tree: ast.Module, lines: list[str], parsed: CodeFile) -> _Shape:
     where = _declaration_lines(tree)
-    rows = source.split("\n")
-    return _Shape(tree, parsed.statements, where, tuple(rows[i] for i in sorted(where)),
+    return _Shape(tree, parsed.statements, where, tuple(lines[i] for i in sorted(where)),
                   {d.qualname.rpartition(".")[2]: d for d in parsed.classes.values()})
 
 
-def _shape_key(source: str) -> str:
-    """``source`` with every class-level line that is not a ``def`` blanked out and the
+def _class_level(line: str) -> bool:
+    """Whether ``line`` is indented like a class's members and methods (two spaces)."""
+    return line.startswith("  ") and not line.startswith("   ")
+
+
+def _shape_key(lines: list[str]) -> str:
+    """The file's lines with every class-level line that is not a ``def`` blanked out and the
     annotation of ``self`` dropped from each ``def`` line."""
-    out = []
-    for line in source.split("\n"):
-        if line.startswith("  ") and not line.startswith("   "):
-            out.append(_SELF_ANNOTATION.sub(r"\1", line) if line.startswith("  def ") else "  ")
-        else:
-            out.append(line)
-    return "\n".join(out)
+    return "\n".join((_SELF_ANNOTATION.sub(r"\1", line) if line.startswith("  def ") else "  ")
+                     if _class_level(line) else line for line in lines)
 
 
 def _declaration_lines(tree: ast.Module) -> frozenset[int]:
@@ -642,11 +642,11 @@ def _declaration_lines(tree: ast.Module) -> frozenset[int]:
     return frozenset(lines)
 
 
-def _reuse(shape: _Shape, source: str, filename: str, prefix: str, limits: Limits) -> Optional[CodeFile]:
-    """``source`` parsed with the trees of ``shape`` (None: it must be parsed in full)."""
-    lines = source.split("\n")
-    blanked = [i for i, line in enumerate(lines)
-               if line.startswith("  ") and not line.startswith("   ") and not line.startswith("  def ")]
+def _reuse(shape: _Shape, source: str, lines: list[str], filename: str, prefix: str,
+           limits: Limits) -> Optional[CodeFile]:
+    """``source`` (split into ``lines``) parsed with the trees of ``shape`` (None: it must be
+    parsed in full)."""
+    blanked = [i for i, line in enumerate(lines) if _class_level(line) and not line.startswith("  def ")]
     if not set(blanked) <= shape.declarations:
         return None
     if tuple(lines[i] for i in sorted(shape.declarations)) == shape.declared:

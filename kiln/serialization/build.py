@@ -75,12 +75,15 @@ class ArchiveUnit:
         self._functions: dict[str, SourceFunction] = {}
         self._types: dict[str, Any] = {}
         self._sources: dict[str, Source] = {}
+        self._lent = False       # methods handed to classes that outlive the load (see release)
 
     def release(self) -> None:
-        """Drop what the unit made for compiling (its namespace and functions refer back to it):
-        called once loading is done, for an archive whose code nothing compiles later (no
-        script classes), so that the load's syntax trees are freed at once instead of by the
-        cyclic collector."""
+        """Drop what the unit made for compiling (its namespace and functions refer back to it)
+        once loading is done, so that the load's syntax trees are freed at once instead of by
+        the cyclic collector -- unless it made classes with methods (script classes,
+        interfaces), which compile them through it when first called."""
+        if self._lent:
+            return
         self._namespace.clear()
         self._functions.clear()
         self._types.clear()
@@ -145,6 +148,7 @@ class ArchiveUnit:
         return cls
 
     def _class_methods(self, decl: ClassDecl) -> dict[str, SourceFunction]:
+        self._lent = True
         return {n: self.source_function(f"{decl.qualname.rpartition('.')[2]}.{n}", decl.filename,
                                         _untyped_self(f))
                 for n, f in decl.methods.items()}

@@ -159,8 +159,7 @@ class ArchiveLoader:
             builder = ModuleBuilder(self)
             module = builder.build(root)
             builder.compile_all()
-        if not any(d.kind in ("class", "interface") for d in self.decls.values()):
-            builder.unit.release()      # (script classes compile their methods when first called)
+        builder.unit.release()
         if extra_files is not None:
             self._extra(extra_files)
         return module

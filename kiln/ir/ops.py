@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 
+from kiln import syntax
 from kiln.errors import SchemaError
 from kiln.ir.types import DtypeType, LayoutType, MemoryFormatType, OptionalType, Type, parse_type
 
@@ -178,7 +179,6 @@ def parse_schema(text: str) -> Schema:
     the dispatcher writes them: they are dropped from the type, and an argument whose
     annotation carries ``!`` is recorded as written (``is_write``, so the op is not pure).
     Quoted string defaults are unescaped (``" \\n\\t"`` is a space, a newline and a tab)."""
-    import ast
     import re
     alias = re.compile(r"(\w*)\((\*|[a-z](?:\|[a-z])*!?(?:\s*->\s*(?:\*|[a-z]))?)\)")
     generics = ("Future", "Await", "RRef", "Dict", "Union", "Optional", "List", "Tuple")
@@ -212,7 +212,7 @@ def parse_schema(text: str) -> Schema:
         tname, _, aname = decl.rpartition(" ")
         default = default.strip()
         d: Any = NO_DEFAULT if not default else (
-            ast.literal_eval(default) if default[:1] in "\"'" else _literal(default))
+            syntax.literal_eval(default) if default[:1] in "\"'" else _literal(default))
         args.append(Argument(aname, parse_type(tname), d, kw_only, written))
     return Schema(name, overload, tuple(args), _parse_returns(ret),
                   is_varret=ret.strip().endswith("..."))
@@ -271,7 +271,7 @@ class Registry:
         self._by_name: dict[str, list[OpInfo]] = {}
         self._by_qualified: dict[str, OpInfo] = {}
         self._loaded: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # (loading an op registers its overloads)
 
     def register(self, info: OpInfo) -> OpInfo:
         with self._lock:
@@ -282,8 +282,10 @@ class Registry:
     def overloads(self, name: str) -> list[OpInfo]:
         """All overloads of ``ns::op`` (dispatcher ones loaded lazily); [] when unknown."""
         if name not in self._loaded:
-            self._loaded.add(name)
-            self._load(name)
+            with self._lock:       # another thread asking meanwhile waits for the whole load
+                if name not in self._loaded:
+                    self._load(name)
+                    self._loaded.add(name)
         return self._by_name.get(name, [])
 
     def get(self, qualified: str) -> OpInfo:

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from kiln import syntax
 from kiln.errors import CompileError, KilnError, ResourceLimitExceeded
 from kiln.ir.pycode import graph_to_code, literal
 from kiln.ir.types import (
@@ -312,7 +313,7 @@ class ArchiveTexts:
         out: dict[str, str] = {}
         todo = [text]
         while todo:
-            for path in sorted(torch_references(ast.parse(todo.pop()))):
+            for path in sorted(torch_references(syntax.parse(todo.pop()))):
                 found = self.texts.get(path)
                 if found is not None and path not in out:
                     out[path] = found
@@ -382,7 +383,7 @@ def _member_signature(members: list[Member], qualnames: dict[int, str]) -> list[
 
 def _constant_refs(text: str) -> list[tuple[int, int, int, int]]:
     """Every ``CONSTANTS.cN`` in ``text``: (line, start column, end column, N)."""
-    return _constant_refs_in(ast.parse(text))
+    return _constant_refs_in(syntax.parse(text))
 
 
 def _constant_refs_in(tree: ast.AST) -> list[tuple[int, int, int, int]]:
@@ -686,7 +687,7 @@ def _declarations(shape: _Shape, lines: list[str], filename: str,
     for i in shape.declarations:
         own[i] = lines[i]
     try:
-        tree = ast.parse("\n".join(own), filename=f"<{filename}>")
+        tree = syntax.parse("\n".join(own), filename=f"<{filename}>")
         _check_depth(tree, filename, limits.max_ast_depth)
     except (SyntaxError, RecursionError, MemoryError, ValueError, KilnError):
         return None
@@ -725,7 +726,8 @@ def _decode(text: bytes, filename: str) -> str:
 def _parse(source: str, filename: str) -> ast.Module:
     try:
         # "<...>": a name no file has, so that CPython never opens it to quote an error's line
-        return ast.parse(source, filename=f"<{filename}>")
+        tree: ast.Module = syntax.parse(source, filename=f"<{filename}>")
+        return tree
     except SyntaxError as e:
         raise CompileError(f"{filename}:{e.lineno}:{e.offset}: syntax error: {e.msg}",
                            cause=f"syntax error: {e.msg}", filename=filename, lineno=e.lineno or 0) from None

@@ -27,6 +27,8 @@ import ast
 import copy
 from typing import Any, Optional
 
+from kiln import syntax
+
 # op name -> (version that changed it, upgrader function name)
 UPGRADERS = {
     "div": (4, "__kiln_upgrade_div_0_3"),
@@ -128,6 +130,6 @@ def upgrader_functions(unit: Any, version: int = 0) -> dict[str, Any]:
         return {}
     from kiln.frontend.script.env import SourceFunction
     from kiln.frontend.script.source import Source
-    tree = ast.parse(UPGRADER_SOURCE, filename="<kiln upgraders>")
+    tree = syntax.parse(UPGRADER_SOURCE, filename="<kiln upgraders>")
     src = Source(UPGRADER_SOURCE, "<kiln upgraders>")
     return {f.name: SourceFunction(f.name, src, f, unit) for f in tree.body if isinstance(f, ast.FunctionDef)}

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import torch
 
+from kiln import syntax
 from kiln.ir.types import (
     TENSOR,
     AnyType,
@@ -75,9 +76,9 @@ def is_final(ann: Any) -> bool:
 def from_python(ann: Any, class_type: ClassTypeOf) -> Type:
     """The type a live annotation object stands for."""
     if isinstance(ann, str):
-        return from_ast(ast.parse(ann, mode="eval").body, lambda n: None, class_type)
+        return from_ast(syntax.parse(ann, mode="eval").body, lambda n: None, class_type)
     if isinstance(ann, typing.ForwardRef):
-        return from_ast(ast.parse(ann.__forward_arg__, mode="eval").body, lambda n: None, class_type)
+        return from_ast(syntax.parse(ann.__forward_arg__, mode="eval").body, lambda n: None, class_type)
     try:
         simple = _PY_SIMPLE.get(ann)
     except TypeError:   # unhashable annotation objects
@@ -155,7 +156,7 @@ def from_ast(node: ast.expr, lookup: Lookup, class_type: ClassTypeOf) -> Type:
         if node.value is None:
             return NoneType
         if isinstance(node.value, str):
-            return from_ast(ast.parse(node.value, mode="eval").body, lookup, class_type)
+            return from_ast(syntax.parse(node.value, mode="eval").body, lookup, class_type)
         raise AnnotationError(f"unsupported type annotation {node.value!r}")
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _generic("Union", [from_ast(node.left, lookup, class_type),

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from kiln import syntax
 from kiln.errors import CompileError
 from kiln.frontend.script.compiler import Compiler, SourceFunction
 from kiln.frontend.script.source import Source
@@ -97,7 +98,7 @@ class CompilationUnit:
 
     def define(self, source: str, filename: str = "<kiln.compile>") -> None:
         try:
-            tree = ast.parse(source, filename=filename, type_comments=True)
+            tree = syntax.parse(source, filename=filename, type_comments=True)
         except SyntaxError as e:
             raise CompileError(f'File "{filename}", line {e.lineno}\n    {(e.text or "").strip()}\n'
                                f"syntax error: {e.msg}", cause=f"syntax error: {e.msg}",
@@ -138,7 +139,7 @@ def compile(source: str, filename: str = "<kiln.compile>") -> CompilationUnit:  
 def define_methods(module: Any, source: str, filename: str = "<kiln.define>") -> None:
     """(Re)define methods of a ScriptModule from TorchScript source (``ScriptModule.define``)."""
     try:
-        tree = ast.parse(source, filename=filename, type_comments=True)
+        tree = syntax.parse(source, filename=filename, type_comments=True)
     except SyntaxError as e:
         raise CompileError(f'File "{filename}", line {e.lineno}\nsyntax error: {e.msg}',
                            cause=f"syntax error: {e.msg}", filename=filename,

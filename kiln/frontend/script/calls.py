@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from kiln import syntax
 from kiln.errors import CompileError
 from kiln.frontend.resolve import _METHOD_ALIASES, operator_name, resolve_typed
 from kiln.frontend.script.base import EmitterBase
@@ -602,7 +603,7 @@ class CallMixin(EmitterBase):
 
     def annotation_from_comment(self, comment: str, node: ast.AST) -> Optional[Type]:
         try:
-            return self.annotation(ast.parse(comment, mode="eval").body)
+            return self.annotation(syntax.parse(comment, mode="eval").body)
         except SyntaxError:
             return None
 

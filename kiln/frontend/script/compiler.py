@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from kiln import syntax
 from kiln.errors import CompileError
 from kiln.frontend.script import annotations as ann
 from kiln.frontend.script.env import (
@@ -745,7 +746,7 @@ class Compiler(ModuleCompiler):
         seqv = em.to_value(seq, node)
         scope.vars["__kiln_seq"] = seqv
         scope.vars["__kiln_key"] = kwargs["key"]
-        expr = ast.parse("[__kiln_key(__kiln_x) for __kiln_x in __kiln_seq]", mode="eval").body
+        expr = syntax.parse("[__kiln_key(__kiln_x) for __kiln_x in __kiln_seq]", mode="eval").body
         for n in ast.walk(expr):
             set_location(n, lineno=getattr(node, "lineno", 1), col_offset=getattr(node, "col_offset", 0),
                          end_lineno=getattr(node, "end_lineno", None),
@@ -759,7 +760,7 @@ class Compiler(ModuleCompiler):
                 first = em.op_value("aten::__getitem__", [perm, em.b.constant(0)], {}, node)
                 return em.op_value("aten::__getitem__", [seqv, first], {}, node)
             scope.vars["__kiln_perm"] = perm
-            out = ast.parse("[__kiln_seq[__kiln_i] for __kiln_i in __kiln_perm]", mode="eval").body
+            out = syntax.parse("[__kiln_seq[__kiln_i] for __kiln_i in __kiln_perm]", mode="eval").body
             for n in ast.walk(out):
                 set_location(n, lineno=getattr(node, "lineno", 1), col_offset=getattr(node, "col_offset", 0))
             return em.value(out, expected=seqv.type)
@@ -793,7 +794,7 @@ def _signature_comment(p: ParsedFunction) -> Optional[tuple[list[ast.expr], Opti
     if not text:
         return None
     try:
-        ft = ast.parse(text, mode="func_type")
+        ft = syntax.parse(text, mode="func_type")
     except SyntaxError:
         return None
     return list(ft.argtypes), ft.returns

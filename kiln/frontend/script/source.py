@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from kiln import syntax
 from kiln.errors import CompileError
 from kiln.ir.graph import SourceRange
 
@@ -76,7 +77,7 @@ def function_source(fn: Callable[..., Any]) -> tuple[Source, ast.FunctionDef]:
     text = textwrap.dedent(raw)
     removed = len(raw.splitlines()[0]) - len(text.splitlines()[0]) if text.strip() else 0
     src = Source(text, filename, first - 1, removed)
-    tree = ast.parse(text)
+    tree = syntax.parse(text)
     fdef = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
     if isinstance(fdef, ast.AsyncFunctionDef):
         raise error([Frame(fdef.name, src)], fdef, "async functions are not supported in compiled code: "
@@ -98,7 +99,7 @@ def class_source(cls: type) -> tuple[Source, ast.ClassDef]:
     text = textwrap.dedent(raw)
     removed = len(raw.splitlines()[0]) - len(text.splitlines()[0]) if text.strip() else 0
     src = Source(text, filename, first - 1, removed)
-    tree = ast.parse(text)
+    tree = syntax.parse(text)
     cdef = next(n for n in tree.body if isinstance(n, ast.ClassDef))
     return src, cdef
 

@@ -407,13 +407,12 @@ class ArchiveReader:
         """A block inside which :meth:`read_into` (with ``later``) reads large stored records
         on a worker thread while the caller goes on; the block ends once every one is read and
         checked, raising the first error.  Reading a file and checking a CRC release the GIL,
-        so the work overlaps the caller's Python code; the interpreter's switch interval is
-        shortened meanwhile, so that the worker gets the GIL back quickly between records."""
+        so the work overlaps the caller's Python code; while the worker runs, the interpreter's
+        switch interval is shortened, so that it gets the GIL back quickly between records."""
         if self._background is not None:      # nested: the outer block waits for everything
             yield
             return
         worker = self._background = _Background(self)
-        _short_switches(True)
         try:
             yield
         finally:
@@ -421,7 +420,6 @@ class ArchiveReader:
                 worker.finish()
             finally:
                 self._background = None
-                _short_switches(False)
 
     def data_offset(self, name: str) -> int:
         """File offset of the record's data (64-byte aligned in archives PyTorch writes)."""
@@ -977,8 +975,14 @@ class _Background:
 
     def submit(self, rec: Record, dest: memoryview) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="kiln-archive-reads", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="kiln-archive-reads", daemon=True)
+            _short_switches(True)
+            try:
+                thread.start()
+            except BaseException:
+                _short_switches(False)
+                raise
+            self._thread = thread
         self._jobs.put((rec, dest))
 
     def _run(self) -> None:
@@ -994,8 +998,11 @@ class _Background:
     def finish(self) -> None:
         if self._thread is not None:
             self._jobs.put(None)
-            self._thread.join()
-            self._thread = None
+            try:
+                self._thread.join()
+            finally:
+                self._thread = None
+                _short_switches(False)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
